@@ -1,0 +1,145 @@
+"""Publishing and the small JSON endpoints: one event, stats, handshake diagnosis."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from quart import Blueprint, Response, current_app, request
+from quart_schema import document_request, document_response
+
+from app.errors import ApiError
+from app.events import EventIn, drafts_from_body
+from app.runtime import Runtime
+from app.schemas import Diagnosis, Envelope, Error, PublishedBatch, PublishedEvent
+from app.security import check_publish_access, check_read_access, origin_refusal
+from app.store import StoreUnavailable
+from app.transports.request import MAX_CURSOR, parse_stream_request
+from app.transports.router import RUNTIME_KEY
+
+api = Blueprint("api", __name__)
+
+
+def runtime() -> Runtime:
+    current = current_app.extensions.get(RUNTIME_KEY)
+    if current is None:
+        raise ApiError(503, "unavailable", "the server is starting; try again shortly")
+    return current
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    response = Response(body, status=status, content_type="application/json")
+    response.headers.update(headers or {})
+    return response
+
+
+def store_unavailable(exc: StoreUnavailable) -> ApiError:
+    return ApiError(503, "unavailable", str(exc), {"Retry-After": "1"})
+
+
+def _check_json_content_type() -> None:
+    mimetype = request.mimetype
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if mimetype != "application/json" or charset not in ("utf-8", "utf8"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send 'Content-Type: application/json' (UTF-8); "
+            f"got {request.content_type or 'none'!r}",
+        )
+
+
+@api.post("/api/events")
+@document_request(EventIn)
+@document_response(PublishedEvent, 201)
+@document_response(PublishedBatch, 202)
+@document_response(Error, 400)
+async def publish() -> Response:
+    """Append one event, or an array of up to 1000 in one transaction (all or none).
+
+    The answer is sent only after the commit is durable.  (The 202 schema
+    documents the array answer, which is also sent with status 201.)
+    """
+    rt = runtime()
+    check_publish_access(request.headers.get("Authorization"), request.remote_addr, rt.settings)
+    _check_json_content_type()
+    raw = await request.get_data(cache=False)
+    drafts, batch = drafts_from_body(raw, rt.settings.max_event_bytes)
+    started = time.perf_counter()
+    try:
+        events = await rt.store.append(drafts)
+    except StoreUnavailable as exc:
+        raise store_unavailable(exc)
+    rt.metrics.publish_latency.observe(time.perf_counter() - started)
+    rt.metrics.published.inc(len(events))
+    ids = [{"id": event.id, "ts": event.ts} for event in events]
+    return json_response(orjson.dumps({"events": ids} if batch else ids[0]), 201)
+
+
+@api.get("/api/events/<int:event_id>")
+@document_response(Envelope)
+@document_response(Error, 404)
+async def get_event(event_id: int) -> Response:
+    """One stored event by id."""
+    rt = runtime()
+    check_read_access(
+        request.headers.get("Authorization"), request.args.to_dict(flat=False), rt.settings
+    )
+    try:
+        event = await rt.store.get(event_id) if event_id <= MAX_CURSOR else None
+    except StoreUnavailable as exc:
+        raise store_unavailable(exc)
+    if event is None:
+        raise ApiError(404, "not_found", f"no event with id {event_id} (never written, or trimmed)")
+    return json_response(event.json)
+
+
+@api.get("/api/stats")
+async def stats() -> Response:
+    """Figures for the dashboard: this process's connections and the log's size."""
+    rt = runtime()
+    try:
+        bounds = await rt.store.bounds()
+        stored = await rt.store.count()
+    except StoreUnavailable as exc:
+        raise store_unavailable(exc)
+    return json_response(
+        orjson.dumps(
+            {
+                "connections": rt.metrics.connection_counts(),
+                "subscribers": rt.hub.subscriber_count,
+                "latest_id": bounds.latest_id,
+                "oldest_id": bounds.oldest_id if stored else None,
+                "events_stored": stored,
+                "events_published": int(rt.metrics.published._value.get()),
+                "fell_behind": rt.hub.stats.fell_behind,
+                "uptime_s": round(time.time() - rt.started_at, 3),
+            }
+        )
+    )
+
+
+@api.get("/api/diag/ws/<path:channel>")
+@document_response(Diagnosis)
+async def diagnose_websocket(channel: str) -> Response:
+    """Why a WebSocket handshake from the calling page would be refused.
+
+    Browsers only ever report close code 1006 for a refused handshake, so the
+    dashboard asks here.  The page's origin comes from ``?origin=``, else the
+    ``Origin`` header.  Readable from any origin: it reveals only the verdict.
+    """
+    rt = runtime()
+    params = request.args.to_dict(flat=False)
+    origin = request.args.get("origin") or request.headers.get("Origin")
+    verdict: dict[str, object] = {"ok": True, "reason": None, "detail": None}
+    try:
+        parse_stream_request("/ws/" + channel, "/ws/", params, None)
+        refusal = origin_refusal(origin, request.scheme, request.headers.get("Host"), rt.settings)
+        if refusal is not None:
+            raise refusal
+        check_read_access(request.headers.get("Authorization"), params, rt.settings)
+    except ApiError as error:
+        verdict = {"ok": False, "reason": error.code, "detail": error.detail}
+    return json_response(orjson.dumps(verdict), headers={"Access-Control-Allow-Origin": "*"})

@@ -1,0 +1,225 @@
+"""Settings from the environment (``LIVEFEED_*``) and ``run.py`` flags.
+
+Everything is validated once, at start-up, so that a mistake stops the
+process with a message naming the setting and the fix instead of turning
+into a ``500`` on some later request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/livefeed.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it and says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of the log to keep: by age, by count, or both."""
+
+    max_age_s: float | None = None
+    max_events: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Retention:
+        """Parse ``30d``, ``12h``, ``90m``, ``45s`` (age) or ``1000000`` (events)."""
+        match = re.fullmatch(r"([0-9]{1,12})([smhd]?)", text.strip())
+        if not match or int(match.group(1)) == 0:
+            raise ConfigError(
+                f"LIVEFEED_RETENTION={text!r} is not valid: use an age such as '30d', "
+                "'12h', '90m', '45s', or a number of events such as '1000000'"
+            )
+        number, unit = int(match.group(1)), match.group(2)
+        if not unit:
+            return cls(max_events=number)
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        return cls(max_age_s=float(number * seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service can be told; immutable once built."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    trust_proxy: tuple[str, ...] = ()
+    publish_token: str | None = None
+    read_token: str | None = None
+    heartbeat_s: float = 30.0
+    queue_size: int = 1000
+    max_event_bytes: int = 64 * 1024
+    retention: Retention | None = None
+    retry_ms: int = 3000
+    write_timeout_s: float = 30.0
+    poll_interval_s: float = 0.05
+    demo_rate: float = 0.0
+    log_format: str = "text"
+
+    @property
+    def served_hosts(self) -> tuple[str, ...]:
+        """The ``Host`` values answered: the configured list, or the safe default."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        return tuple(dict.fromkeys((self.host.lower(), "localhost", "127.0.0.1", "[::1]")))
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to a value in {low}..{high}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is out of range; set it to a value in {low}..{high}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,10}", raw):
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number; set it to a value in {low}..{high}"
+        )
+    value = int(raw)
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is out of range; set it to a value in {low}..{high}")
+    return value
+
+
+def _items(raw: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
+
+
+def normalise_origin(origin: str) -> str | None:
+    """``HTTP://Example.com:80`` -> ``http://example.com``; ``None`` if not an origin."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 80 if scheme == "http" else 443
+    if port is None or port == default_port:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def parse_origins(raw: str | None, *, read_token: str | None) -> tuple[str, ...]:
+    """Validate ``LIVEFEED_ALLOWED_ORIGINS``; every mistake names the entry and the fix."""
+    origins: list[str] = []
+    for entry in _items(raw):
+        name = f"LIVEFEED_ALLOWED_ORIGINS entry {entry!r}"
+        if entry == "*":
+            if read_token:
+                raise ConfigError(
+                    f"{name}: '*' cannot be combined with LIVEFEED_READ_TOKEN (credentials); "
+                    "list the dashboard origins explicitly, e.g. https://dash.example.com"
+                )
+            origins.append("*")
+            continue
+        scheme = entry.split(":", 1)[0].lower()
+        if scheme in ("ws", "wss"):
+            fixed = ("http" if scheme == "ws" else "https") + entry[len(scheme) :]
+            raise ConfigError(
+                f"{name}: browsers send the page's http(s) origin on WebSocket handshakes, "
+                f"never ws:// or wss://; write {fixed.rstrip('/')!r} instead"
+            )
+        if entry.endswith("/"):
+            raise ConfigError(
+                f"{name}: an origin has no trailing slash; write {entry.rstrip('/')!r} instead"
+            )
+        normalised = normalise_origin(entry)
+        if normalised is None:
+            raise ConfigError(
+                f"{name}: not an origin; write scheme://host[:port] with no path, "
+                "e.g. https://dash.example.com or http://localhost:3000"
+            )
+        origins.append(normalised)
+    return tuple(origins)
+
+
+def _proxies(raw: str | None) -> tuple[str, ...]:
+    proxies = []
+    for entry in _items(raw):
+        try:
+            proxies.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"LIVEFEED_TRUST_PROXY entry {entry!r} is not an IP address or network; "
+                "list the proxies' addresses, e.g. 127.0.0.1,10.0.0.0/8"
+            )
+    return tuple(proxies)
+
+
+def _database_url(raw: str | None) -> str:
+    url = raw or DEFAULT_DATABASE_URL
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError(
+            f"LIVEFEED_DATABASE_URL={url!r} is not supported; use sqlite:///path/to/file.db "
+            "or postgresql://user@host/db"
+        )
+    return url
+
+
+def from_env(env: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from ``LIVEFEED_*`` variables (missing ones keep defaults)."""
+    read_token = env.get("LIVEFEED_READ_TOKEN") or None
+    publish_token = env.get("LIVEFEED_PUBLISH_TOKEN") or None
+    if read_token and publish_token and read_token == publish_token:
+        raise ConfigError(
+            "LIVEFEED_READ_TOKEN and LIVEFEED_PUBLISH_TOKEN are equal; use two different "
+            "secrets so that a dashboard's read token cannot publish"
+        )
+    retention = env.get("LIVEFEED_RETENTION")
+    log_format = env.get("LIVEFEED_LOG_FORMAT", "text")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LIVEFEED_LOG_FORMAT={log_format!r}: use 'text' or 'json'")
+    return Settings(
+        database_url=_database_url(env.get("LIVEFEED_DATABASE_URL")),
+        host=env.get("LIVEFEED_HOST") or DEFAULT_HOST,
+        port=_integer(env, "LIVEFEED_PORT", DEFAULT_PORT, 0, 65535),
+        workers=_integer(env, "LIVEFEED_WORKERS", 1, 1, 64),
+        allowed_origins=parse_origins(env.get("LIVEFEED_ALLOWED_ORIGINS"), read_token=read_token),
+        allowed_hosts=tuple(h.lower() for h in _items(env.get("LIVEFEED_ALLOWED_HOSTS"))),
+        trust_proxy=_proxies(env.get("LIVEFEED_TRUST_PROXY")),
+        publish_token=publish_token,
+        read_token=read_token,
+        heartbeat_s=_number(env, "LIVEFEED_HEARTBEAT_S", 30.0, 0.05, 3600),
+        queue_size=_integer(env, "LIVEFEED_QUEUE_SIZE", 1000, 1, 1_000_000),
+        max_event_bytes=_integer(env, "LIVEFEED_MAX_EVENT_BYTES", 64 * 1024, 64, 1024 * 1024),
+        retention=Retention.parse(retention) if retention else None,
+        retry_ms=_integer(env, "LIVEFEED_RETRY_MS", 3000, 0, 3_600_000),
+        write_timeout_s=_number(env, "LIVEFEED_WRITE_TIMEOUT_S", 30.0, 0.1, 3600),
+        poll_interval_s=_number(env, "LIVEFEED_POLL_INTERVAL_S", 0.05, 0.005, 60),
+        demo_rate=_number(env, "LIVEFEED_DEMO_RATE", 0.0, 0, 10_000),
+        log_format=log_format,
+    )

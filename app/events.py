@@ -1,0 +1,235 @@
+"""The event envelope: strict validation on the way in, one encoding on the way out.
+
+An event is encoded exactly once, when it is read from the store, into the
+bytes every transport sends: the compact JSON envelope (WebSocket text frame,
+long-poll, NDJSON) and the SSE frame that carries the same JSON on its one
+``data:`` line.  Subscribers share those bytes; nobody re-encodes per client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError
+
+from app.errors import ApiError, bad_request
+from app.sse import ServerSentEvent
+
+ALL_EVENTS_CHANNEL = "validation_updates"
+TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+TYPE_RE = re.compile(TYPE_PATTERN[1:-1])
+WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN[1:-1])
+MAX_BATCH = 1000
+MAX_DATA_DEPTH = 64
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+SSE_SEPARATOR = "\n"
+
+KNOWN_TYPES = (
+    "validation_created", "validation_approved", "validation_rejected", "validation_enhanced",
+    "recommendation_created", "recommendation_approved", "recommendation_rejected",
+    "recommendation_applied", "workflow_started", "workflow_completed", "workflow_failed",
+)
+
+
+class EventIn(BaseModel):
+    """One event as a publisher sends it; ``id`` and ``ts`` belong to the store."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Annotated[str, StringConstraints(pattern=TYPE_PATTERN)]
+    workflow_id: Annotated[str, StringConstraints(pattern=WORKFLOW_ID_PATTERN)] | None = None
+    data: dict[str, Any] | None = None
+
+
+_BATCH = TypeAdapter(list[EventIn])
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A validated event waiting for the store to give it an id and a timestamp."""
+
+    type: str
+    workflow_id: str | None
+    data: str  # compact JSON object
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Event:
+    """A stored event and its shared encodings."""
+
+    id: int
+    type: str
+    workflow_id: str | None
+    ts: str
+    data: str
+    json: bytes
+    text: str
+    sse: bytes
+
+    @classmethod
+    def build(cls, id: int, type: str, workflow_id: str | None, ts: str, data: str) -> Event:
+        # type, workflow_id and ts are restricted to characters that need no JSON
+        # escaping, and data is already compact JSON, so plain formatting is exact.
+        wf = "null" if workflow_id is None else f'"{workflow_id}"'
+        text = f'{{"id":{id},"type":"{type}","workflow_id":{wf},"ts":"{ts}","data":{data}}}'
+        frame = ServerSentEvent(text, id=id, event=type, sep=SSE_SEPARATOR).encode()
+        return cls(id, type, workflow_id, ts, data, text.encode(), text, frame)
+
+    def envelope(self) -> dict[str, Any]:
+        return orjson.loads(self.json)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Control:
+    """A control message (heartbeat, replay_truncated, error...): never stored, no id."""
+
+    type: str
+    json: bytes
+    text: str
+    sse: bytes
+    id: None = None
+
+    @classmethod
+    def build(cls, type: str, **fields: Any) -> Control:
+        text = orjson.dumps({"type": type, **fields}).decode()
+        frame = ServerSentEvent(text, event=type, sep=SSE_SEPARATOR).encode()
+        return cls(type, text.encode(), text, frame)
+
+
+Frame = Event | Control
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """``2026-11-25T18:00:00.123456Z``: fixed width, so text order is time order."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is too large for a 64-bit float")
+    return value
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"integer {text[:40]}... does not fit in 64 bits")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return result
+
+
+def parse_strict_json(raw: bytes) -> Any:
+    """Parse JSON as the contract defines it: no NaN/Infinity, no duplicate keys,
+    64-bit integers, valid UTF-8.  Python's parser accepts all of those quietly."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request("bad_json", f"the body is not valid UTF-8 (byte {exc.start})")
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_int64,
+        )
+    except json.JSONDecodeError as exc:
+        raise bad_request("bad_json", f"the body is not valid JSON: {exc.msg} at char {exc.pos}")
+    except RecursionError:
+        raise bad_request("bad_json", f"the body is nested deeper than {MAX_DATA_DEPTH} levels")
+    except ValueError as exc:
+        raise bad_request("bad_json", f"the body is not valid JSON: {exc}")
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DATA_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = list(first["loc"])
+    where = f"events[{loc.pop(0)}]" if loc and isinstance(loc[0], int) else ""
+    where = ".".join(str(part) for part in ([where] if where else []) + loc) or "body"
+    message = first["msg"]
+    if first["type"] == "string_pattern_mismatch":
+        message = "does not match " + str(first.get("ctx", {}).get("pattern", ""))
+    return f"{where}: {message}"
+
+
+def drafts_from_body(raw: bytes, max_event_bytes: int) -> tuple[list[Draft], bool]:
+    """Validate a publish body (one event or an array); returns drafts and whether
+    it was an array.  Any bad item rejects the whole request."""
+    parsed = parse_strict_json(raw)
+    batch = isinstance(parsed, list)
+    if batch and not parsed:
+        raise bad_request("invalid_event", "an empty array publishes nothing; send 1..1000 events")
+    if batch and len(parsed) > MAX_BATCH:
+        raise ApiError(
+            413, "batch_too_large", f"a batch holds at most {MAX_BATCH} events, got {len(parsed)}"
+        )
+    if not isinstance(parsed, dict | list):
+        raise bad_request("invalid_event", "the body must be an event object or an array of them")
+    try:
+        items: Sequence[EventIn] = (
+            _BATCH.validate_python(parsed) if batch else [EventIn.model_validate(parsed)]
+        )
+    except ValidationError as exc:
+        raise bad_request("invalid_event", _describe(exc))
+    return [_draft(item, index, batch, max_event_bytes) for index, item in enumerate(items)], batch
+
+
+def _draft(item: EventIn, index: int, batch: bool, max_event_bytes: int) -> Draft:
+    where = f"events[{index}]." if batch else ""
+    if item.workflow_id == ALL_EVENTS_CHANNEL:
+        raise bad_request(
+            "invalid_event",
+            f"{where}workflow_id: {ALL_EVENTS_CHANNEL!r} is reserved for the all-events channel",
+        )
+    data = item.data or {}
+    if _depth(data) > MAX_DATA_DEPTH:
+        raise bad_request("invalid_event", f"{where}data is nested deeper than {MAX_DATA_DEPTH}")
+    try:
+        encoded = orjson.dumps(data)
+    except TypeError as exc:  # lone surrogates survive Python's parser, not UTF-8
+        raise bad_request("invalid_event", f"{where}data: {exc}")
+    if len(encoded) > max_event_bytes:
+        raise ApiError(
+            413,
+            "event_too_large",
+            f"{where}data is {len(encoded)} bytes as compact JSON; the limit is {max_event_bytes}",
+        )
+    return Draft(item.type, item.workflow_id, encoded.decode())

@@ -1,0 +1,290 @@
+"""Per-process fan-out: one tailer reads the log once and shares the bytes.
+
+A :class:`Subscription` is a cursor into the log.  While it is behind it
+reads pages from the store ("catching up"); once its cursor reaches what the
+hub has dispatched it switches to live delivery.  The check and the switch
+happen with no ``await`` between them, so no event can slip through the seam
+and none is delivered twice (live events at or below the cursor are skipped).
+
+The hub never awaits a subscriber.  Each live subscriber has a bounded queue;
+when it overflows the queue is dropped and the subscriber goes back to
+reading the log from the last id it handed out, so a slow client loses
+nothing and slows no one else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from app.events import Control, Event, Frame, utc_timestamp
+from app.store import EVERYTHING, EventFilter, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+RING_SIZE = 4096
+STORE_RETRY_S = 0.5
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters the hub keeps for /metrics and /api/stats."""
+
+    fell_behind: int = 0
+    dispatched: int = 0
+
+
+class Subscription:
+    """One reader: cursor, filter, bounded live queue, and the catch-up logic."""
+
+    def __init__(
+        self, hub: Hub, filter: EventFilter, cursor: int, latest_id: int, first: list[Frame]
+    ) -> None:
+        self.filter = filter
+        self.cursor = cursor  # the last id handed out or scanned past
+        self.latest_id = latest_id  # the store's newest id at the handshake
+        self._hub = hub
+        self._pending: list[Frame] = first
+        self._queue: deque[Event] = deque()
+        self._live = False
+        self._live_from = 0
+        self._overflowed = False
+        self._wake = asyncio.Event()
+        self._closing: Control | None = None
+        self._finished = False
+
+    # Called by the hub; none of these ever awaits.
+
+    def offer(self, event: Event) -> bool:
+        """Queue a live event; ``False`` means the queue overflowed and we left."""
+        if event.id <= self._live_from or not self.filter.matches(event):
+            return True
+        if len(self._queue) >= self._hub.queue_size:
+            self._queue.clear()
+            self._live = False
+            self._overflowed = True
+            self._wake.set()
+            return False
+        self._queue.append(event)
+        self._wake.set()
+        return True
+
+    def push(self, control: Control) -> None:
+        self._pending.append(control)
+        self._wake.set()
+
+    def close(self, farewell: Control) -> None:
+        self._closing = farewell
+        self._wake.set()
+
+    # Called by the transport.
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> list[Frame]:
+        """The next frames to write, in order; ends after the farewell frame."""
+        while True:
+            if self._finished:
+                raise StopAsyncIteration
+            if self._closing is not None:
+                self._finished = True
+                return [*self._take_pending(), self._closing]
+            if self._overflowed:
+                self._overflowed = False
+                self._hub.stats.fell_behind += 1
+            if not self._live:
+                frames = self._take_pending()
+                events = self._try_go_live()
+                if events is None:
+                    page = await self._hub.store.read(self.cursor, PAGE_SIZE, self.filter)
+                    self.cursor = page.scanned_to
+                    events = page.events
+                if frames or events:
+                    return [*frames, *events]
+                continue
+            if self._queue or self._pending:
+                frames = self._take_pending()
+                if self._queue:
+                    events = list(self._queue)
+                    self._queue.clear()
+                    self.cursor = events[-1].id
+                    frames.extend(events)
+                return frames
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _take_pending(self) -> list[Frame]:
+        frames, self._pending = self._pending, []
+        return frames
+
+    def _try_go_live(self) -> list[Event] | None:
+        """Switch to live if the hub's memory covers our cursor; ``None`` if not."""
+        hub = self._hub
+        if self.cursor >= hub.dispatched_id:
+            events: list[Event] = []
+        elif self.cursor >= hub.ring_floor:
+            events = hub.recent_after(self.cursor, self.filter)
+            self.cursor = hub.dispatched_id
+        else:
+            return None
+        self._live_from = self.cursor
+        self._live = True
+        hub.register_live(self)
+        return events
+
+
+class Hub:
+    """Tails the log once per process and fans each event out to subscribers."""
+
+    def __init__(self, store: Store, *, queue_size: int, heartbeat_s: float) -> None:
+        self.store = store
+        self.queue_size = queue_size
+        self.heartbeat_s = heartbeat_s
+        self.dispatched_id = 0
+        self.ring_floor = 0  # the ring holds every event in (ring_floor, dispatched_id]
+        self.stats = HubStats()
+        self.closing = False
+        self._ring: deque[Event] = deque()
+        self._subscriptions: set[Subscription] = set()
+        self._everything: set[Subscription] = set()
+        self._by_workflow: dict[str, set[Subscription]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        latest = (await self.store.bounds()).latest_id
+        self.dispatched_id = self.ring_floor = latest
+        self._tasks = [
+            asyncio.create_task(self._tail(), name="livefeed-hub-tail"),
+            asyncio.create_task(self._beat(), name="livefeed-hub-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def begin_shutdown(self, farewell: Callable[[], Control]) -> None:
+        """Tell every subscriber to say goodbye; each gets its own (jittered) frame."""
+        self.closing = True
+        for sub in self._subscriptions:
+            sub.close(farewell())
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, filter: EventFilter, cursor: int | None, tail: int = 0
+    ) -> AsyncIterator[Subscription]:
+        """Open a subscription after ``cursor`` (``None``: live only, or the last ``tail``)."""
+        bounds = await self.store.bounds()
+        first: list[Frame] = []
+        if cursor is None:
+            start = bounds.latest_id
+            if tail:
+                page = await self.store.read_tail(tail, filter)
+                first.extend(page.events)
+                start = page.scanned_to
+        elif cursor > bounds.latest_id:
+            first.append(
+                Control.build(
+                    "replay_truncated",
+                    reason="ahead",
+                    requested_after=cursor,
+                    latest_id=bounds.latest_id,
+                )
+            )
+            start = bounds.latest_id
+        else:
+            start = cursor
+            if cursor < bounds.oldest_id - 1:
+                start = bounds.oldest_id - 1  # not from memory: trimmed means gone
+                first.append(
+                    Control.build(
+                        "replay_truncated",
+                        reason="trimmed",
+                        requested_after=cursor,
+                        oldest_available=bounds.oldest_id,
+                    )
+                )
+        sub = Subscription(self, filter, start, bounds.latest_id, first)
+        self._subscriptions.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscriptions.discard(sub)
+            self._unregister_live(sub)
+
+    def register_live(self, sub: Subscription) -> None:
+        if sub.filter.workflow_id is None:
+            self._everything.add(sub)
+        else:
+            self._by_workflow.setdefault(sub.filter.workflow_id, set()).add(sub)
+
+    def _unregister_live(self, sub: Subscription) -> None:
+        workflow_id = sub.filter.workflow_id
+        if workflow_id is None:
+            self._everything.discard(sub)
+            return
+        subs = self._by_workflow.get(workflow_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_workflow[workflow_id]
+
+    def recent_after(self, cursor: int, filter: EventFilter) -> list[Event]:
+        newer: list[Event] = []
+        for event in reversed(self._ring):
+            if event.id <= cursor:
+                break
+            if filter.matches(event):
+                newer.append(event)
+        newer.reverse()
+        return newer
+
+    def _dispatch(self, events: list[Event], scanned_to: int) -> None:
+        overflowed: list[Subscription] = []
+        for event in events:
+            self._ring.append(event)
+            if len(self._ring) > RING_SIZE:
+                self.ring_floor = self._ring.popleft().id
+            for sub in self._everything:
+                if not sub.offer(event):
+                    overflowed.append(sub)
+            if event.workflow_id is not None:
+                for sub in self._by_workflow.get(event.workflow_id, ()):
+                    if not sub.offer(event):
+                        overflowed.append(sub)
+            if overflowed:
+                for sub in overflowed:
+                    self._unregister_live(sub)
+                overflowed.clear()
+        self.dispatched_id = max(self.dispatched_id, scanned_to)
+        self.stats.dispatched += len(events)
+
+    async def _tail(self) -> None:
+        while True:
+            try:
+                await self.store.wait_for_head(self.dispatched_id)
+                page = await self.store.read(self.dispatched_id, PAGE_SIZE, EVERYTHING)
+            except StoreUnavailable as exc:
+                log.warning("the hub cannot read the log (%s); retrying", exc)
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
+            self._dispatch(page.events, page.scanned_to)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            beat = Control.build("heartbeat", ts=utc_timestamp())
+            for sub in self._subscriptions:
+                sub.push(beat)

@@ -1,0 +1,35 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Blueprint, Response
+
+from app.api import json_response, runtime
+from app.errors import ApiError
+from app.store import StoreUnavailable
+
+ops = Blueprint("ops", __name__)
+
+
+@ops.get("/healthz")
+async def healthz() -> Response:
+    """The process is up (says nothing about the database)."""
+    return json_response(b'{"status":"ok"}')
+
+
+@ops.get("/readyz")
+async def readyz() -> Response:
+    """The database answers; a load balancer should send traffic here."""
+    try:
+        await runtime().store.ping()
+    except StoreUnavailable as exc:
+        raise ApiError(503, "unavailable", f"not ready: {exc}", {"Retry-After": "1"})
+    return json_response(b'{"status":"ready"}')
+
+
+@ops.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus text format, for this process."""
+    body = generate_latest(runtime().metrics.registry)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,79 @@
+"""What one app owns while it serves: settings, store, hub, metrics, tasks.
+
+Created when serving starts and closed when it stops, so that nothing lives
+in module globals and every test gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from app.config import Retention, Settings
+from app.events import Control
+from app.hub import Hub
+from app.metrics import Metrics
+from app.store import Store, StoreUnavailable, open_store
+from app.transports.asgi import jitter_ms
+
+log = logging.getLogger(__name__)
+TRIM_INTERVAL_S = 60.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    hub: Hub
+    metrics: Metrics
+    started_at: float = field(default_factory=time.time)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings, store: Store | None = None) -> Runtime:
+        store = store or open_store(settings)
+        await store.open()
+        hub = Hub(store, queue_size=settings.queue_size, heartbeat_s=settings.heartbeat_s)
+        await hub.start()
+        runtime = cls(settings, store, hub, Metrics())
+        if settings.retention is not None:
+            runtime.tasks.append(asyncio.create_task(runtime._trim_forever(settings.retention)))
+        if settings.demo_rate > 0:
+            from app.demo import publish_demo_events
+
+            runtime.tasks.append(
+                asyncio.create_task(publish_demo_events(store, settings.demo_rate))
+            )
+        return runtime
+
+    def begin_shutdown(self) -> None:
+        """Ask every stream to say goodbye with a jittered reconnect hint."""
+        self.hub.begin_shutdown(self.farewell)
+
+    def farewell(self) -> Control:
+        return Control.build(
+            "error",
+            error="shutting_down",
+            detail="the server is restarting; reconnect with your last event id",
+            reconnect_after_ms=jitter_ms(self.settings.retry_ms),
+        )
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.hub.stop()
+        await self.store.close()
+
+    async def _trim_forever(self, retention: Retention) -> None:
+        while True:
+            try:
+                await self.store.trim(retention)
+            except StoreUnavailable as exc:
+                log.warning("retention trim failed: %s", exc)
+            await asyncio.sleep(TRIM_INTERVAL_S)

@@ -1,0 +1,136 @@
+"""Who may connect and from where: hosts, origins, tokens, loopback.
+
+CORS middleware does not protect WebSocket handshakes, so the origin check
+is done here, by the server itself, before a socket is accepted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Mapping, Sequence
+
+from app.config import Settings, normalise_origin
+from app.errors import ApiError
+
+
+def _split_host(value: str) -> tuple[str, str | None]:
+    value = value.strip().lower()
+    if value.startswith("["):  # [::1]:8080
+        end = value.find("]")
+        return value[: end + 1], value[end + 2 :] or None
+    name, _, port = value.partition(":")
+    return name, port or None
+
+
+def host_allowed(host_header: str | None, settings: Settings) -> bool:
+    """DNS rebinding defence: only the configured names may reach us; an entry
+    without a port matches any port."""
+    if not host_header:
+        return False
+    name, port = _split_host(host_header)
+    for entry in settings.served_hosts:
+        entry_name, entry_port = _split_host(entry)
+        if entry_name == name and entry_port in (None, port):
+            return True
+    return False
+
+
+def check_host(host_header: str | None, settings: Settings) -> None:
+    if not host_allowed(host_header, settings):
+        raise ApiError(
+            421,
+            "host_not_allowed",
+            f"Host {host_header!r} is not served here; add it to LIVEFEED_ALLOWED_HOSTS "
+            f"(now: {', '.join(settings.served_hosts)})",
+        )
+
+
+def own_origin(scheme: str, host_header: str | None) -> str | None:
+    web_scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return normalise_origin(f"{web_scheme}://{host_header}") if host_header else None
+
+
+def origin_refusal(
+    origin: str | None, scheme: str, host_header: str | None, settings: Settings
+) -> ApiError | None:
+    """Why a browser page at ``origin`` may not open a stream here, or ``None``."""
+    if origin is None:
+        return None  # not a browser: curl, scripts; credentials decide
+    normalised = normalise_origin(origin)
+    if normalised is not None and (
+        normalised == own_origin(scheme, host_header)
+        or normalised in settings.allowed_origins
+        or "*" in settings.allowed_origins
+    ):
+        return None
+    allowed = ", ".join(settings.allowed_origins) or "(empty)"
+    return ApiError(
+        403,
+        "origin_not_allowed",
+        f"origin {origin[:200]} is not allowed: it is not this server's own origin and not in "
+        f"LIVEFEED_ALLOWED_ORIGINS (now: {allowed}); add it there to allow it",
+    )
+
+
+def is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer(authorization: str | None) -> str | None:
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return None
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison, so response timing reveals nothing."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="livefeed"'})
+
+
+def check_read_access(
+    authorization: str | None, params: Mapping[str, Sequence[str]], settings: Settings
+) -> None:
+    """Streams and replay need the read token when one is configured."""
+    if settings.read_token is None:
+        return
+    token = bearer(authorization) or next(iter(params.get("access_token", ())), None)
+    if token is None:
+        raise unauthorized(
+            "this server needs a read token: send 'Authorization: Bearer <token>' "
+            "or access_token=<token>"
+        )
+    if not (
+        same_secret(token, settings.read_token)
+        or (settings.publish_token is not None and same_secret(token, settings.publish_token))
+    ):
+        raise unauthorized("the read token is wrong")
+
+
+def check_publish_access(
+    authorization: str | None, client_address: str | None, settings: Settings
+) -> None:
+    token = bearer(authorization)
+    if settings.publish_token is None:
+        if not is_loopback(client_address):
+            raise ApiError(
+                403,
+                "forbidden",
+                "no LIVEFEED_PUBLISH_TOKEN is configured, so only loopback clients may publish; "
+                "set one and send 'Authorization: Bearer <token>'",
+            )
+        return
+    if token is None:
+        raise unauthorized("publishing needs 'Authorization: Bearer <LIVEFEED_PUBLISH_TOKEN>'")
+    if same_secret(token, settings.publish_token):
+        return
+    if settings.read_token is not None and same_secret(token, settings.read_token):
+        raise ApiError(403, "forbidden", "the read token cannot publish; use the publish token")
+    raise unauthorized("the publish token is wrong")

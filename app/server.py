@@ -1,0 +1,77 @@
+"""Run the app under Hypercorn from Python, with a graceful shutdown.
+
+On SIGTERM/SIGINT every stream is first told to come back later (SSE
+``retry:`` + ``error``, WebSocket frame + close 1012, with jittered delays so
+a restart does not cause a reconnect storm); only then does Hypercorn stop
+and wait for connections to finish, at most ``GRACEFUL_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from app import create_app
+from app.config import Settings
+from app.runtime import Runtime
+from app.transports.router import RUNTIME_KEY
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_TIMEOUT_S = 10.0
+KEEP_ALIVE_TIMEOUT_S = 5.0
+BACKLOG = 2048
+MAX_CLIENT_FRAME_BYTES = 64 * 1024
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.backlog = BACKLOG  # the default 100 drops a dashboard fleet reconnecting at once
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+    config.graceful_timeout = GRACEFUL_TIMEOUT_S
+    config.websocket_max_message_size = MAX_CLIENT_FRAME_BYTES  # bigger frames close with 1009
+    config.read_timeout = None  # a read timeout would cut quiet streams
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our handlers
+    return config
+
+
+async def _until_signalled(app_extensions: dict[str, object]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: telling stream clients to reconnect later")
+    runtime = app_extensions.get(RUNTIME_KEY)
+    if isinstance(runtime, Runtime):
+        runtime.begin_shutdown()
+        await asyncio.sleep(0.05)  # let the farewell frames reach the sockets
+
+
+async def serve_forever(settings: Settings) -> None:
+    app = create_app(settings)
+    log.info(
+        "Livefeed on http://%s:%d (store: %s)",
+        settings.host,
+        settings.port,
+        settings.database_url.split("@")[-1],
+    )
+    await serve(
+        app, hypercorn_config(settings), shutdown_trigger=lambda: _until_signalled(app.extensions)
+    )
+
+
+def run(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve_forever(settings))
+    else:
+        uvloop.run(serve_forever(settings))

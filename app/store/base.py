@@ -1,0 +1,113 @@
+"""The store interface: one small protocol, one module per engine.
+
+The log is the source of truth; every live queue in the process is only a
+cache of it.  So the interface is "append", "read after a cursor" and "tell
+me when the log advanced" (including appends made by other processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.config import Retention
+from app.events import Draft, Event
+
+
+class StoreUnavailable(Exception):
+    """The database cannot serve the request now (locked, full, read-only, down)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a reader wants.  ``None`` fields match everything."""
+
+    workflow_id: str | None = None
+    types: frozenset[str] | None = None
+    since: str | None = None  # inclusive, a utc_timestamp() string
+    until: str | None = None  # exclusive
+
+    def matches(self, event: Event) -> bool:
+        return (
+            (self.workflow_id is None or event.workflow_id == self.workflow_id)
+            and (self.types is None or event.type in self.types)
+            and (self.since is None or event.ts >= self.since)
+            and (self.until is None or event.ts < self.until)
+        )
+
+
+EVERYTHING = EventFilter()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Matching events after a cursor, and how far the scan looked.
+
+    ``scanned_to`` lets a filtered reader move its cursor past ids that did
+    not match, so that it never scans the same rows twice.
+    """
+
+    events: list[Event]
+    scanned_to: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The oldest id still kept and the newest id ever appended (0 when empty)."""
+
+    oldest_id: int
+    latest_id: int
+
+
+class Store(Protocol):
+    """What the hub, the API and the CLI need from a database."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, drafts: Sequence[Draft]) -> list[Event]:
+        """Append in one transaction; returns once durably committed."""
+
+    async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
+        """Up to ``limit`` matching events with ``id > after``, in id order."""
+
+    async def read_tail(self, count: int, filter: EventFilter = EVERYTHING) -> Page:
+        """The last ``count`` matching events, in id order; ``scanned_to`` is the head."""
+
+    async def get(self, event_id: int) -> Event | None: ...
+
+    async def bounds(self) -> Bounds:
+        """Read from the database itself, never a cached view."""
+
+    async def count(self) -> int: ...
+
+    async def trim(self, retention: Retention) -> int:
+        """Delete what the retention policy no longer keeps; returns how many."""
+
+    async def wait_for_head(self, beyond: int) -> int:
+        """Return the head once it is past ``beyond`` (appends from any process)."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+
+
+class HeadWatch:
+    """The newest id this process knows of, and a way to wait for it to move."""
+
+    def __init__(self, head: int = 0) -> None:
+        self.head = head
+        self._moved = asyncio.Event()
+
+    def advance(self, head: int) -> None:
+        if head > self.head:
+            self.head = head
+            moved, self._moved = self._moved, asyncio.Event()
+            moved.set()
+
+    async def wait_beyond(self, known: int) -> int:
+        while self.head <= known:
+            await self._moved.wait()
+        return self.head

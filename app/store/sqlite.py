@@ -1,0 +1,312 @@
+"""The embedded default: one SQLite file in WAL mode, durable on commit.
+
+Why not one ``await`` per statement: each sqlite3 connection lives on its own
+thread (sqlite3 objects must stay on the thread that made them), and every
+operation is one function run there, so a whole group commit or a whole
+replay page costs one thread hop instead of one per statement.
+
+Group commit: publishes that arrive while a transaction is being written
+wait and are then committed together, so N concurrent publishers cost one
+fsync, not N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.config import Retention
+from app.events import Draft, Event, utc_timestamp
+from app.store.base import EVERYTHING, Bounds, EventFilter, HeadWatch, Page, StoreUnavailable
+from app.store.migrate import apply_sqlite_migrations
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 5000
+GROUP_COMMIT_MAX_EVENTS = 5000
+TRIM_CHUNK = 10_000
+COLUMNS = "id, type, workflow_id, ts, data"
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///./data/x.db`` -> ``./data/x.db``; ``sqlite:////abs`` -> ``/abs``."""
+    path = url.removeprefix("sqlite://")
+    return path[1:] if path.startswith("/") else path
+
+
+class _Thread:
+    """A sqlite3 connection confined to a thread of its own."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        self._conn = conn
+
+    async def start(self) -> None:
+        await self.run(lambda _conn: None)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        def call() -> T:
+            if self._conn is None:
+                self._connect()
+            return fn(self._conn, *args)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(_explain(exc)) from exc
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=False)
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return "the database is locked by another process; try again shortly"
+    if "full" in text:
+        return "the disk holding the database is full"
+    if "readonly" in text:
+        return "the database file is read-only"
+    return f"the database failed: {text}"
+
+
+def _where(after: int, head: int, filt: EventFilter) -> tuple[str, list[Any]]:
+    clauses, params = ["id > ?", "id <= ?"], [after, head]
+    if filt.workflow_id is not None:
+        clauses.append("workflow_id = ?")
+        params.append(filt.workflow_id)
+    if filt.types is not None:
+        clauses.append(f"type IN ({','.join('?' * len(filt.types))})")
+        params.extend(sorted(filt.types))
+    if filt.since is not None:
+        clauses.append("ts >= ?")
+        params.append(filt.since)
+    if filt.until is not None:
+        clauses.append("ts < ?")
+        params.append(filt.until)
+    return " AND ".join(clauses), params
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT last_id FROM log_head").fetchone()[0]
+
+
+def _read(conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter) -> Page:
+    head = _head(conn)  # rows up to the head are committed, so none can appear later
+    where, params = _where(after, head, filt)
+    rows = conn.execute(
+        f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?", [*params, limit]
+    ).fetchall()
+    events = [Event.build(*row) for row in rows]
+    scanned_to = events[-1].id if len(events) == limit else max(head, after)
+    return Page(events, scanned_to)
+
+
+def _read_tail(conn: sqlite3.Connection, count: int, filt: EventFilter) -> Page:
+    head = _head(conn)
+    where, params = _where(0, head, filt)
+    rows = conn.execute(
+        f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY id DESC LIMIT ?", [*params, count]
+    ).fetchall()
+    return Page([Event.build(*row) for row in reversed(rows)], head)
+
+
+def _commit(conn: sqlite3.Connection, groups: list[Sequence[Draft]]) -> list[list[Event]]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        last_id, last_ts = conn.execute("SELECT last_id, last_ts FROM log_head").fetchone()
+        ts = max(utc_timestamp(), last_ts)  # never earlier than the previous event
+        results, rows = [], []
+        for drafts in groups:
+            events = []
+            for draft in drafts:
+                last_id += 1
+                rows.append((last_id, draft.type, draft.workflow_id, ts, draft.data))
+                events.append(Event.build(last_id, draft.type, draft.workflow_id, ts, draft.data))
+            results.append(events)
+        conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+        conn.execute("UPDATE log_head SET last_id = ?, last_ts = ?", (last_id, ts))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _trim(conn: sqlite3.Connection, retention: Retention) -> int:
+    cutoff_id = 0
+    if retention.max_events is not None:
+        row = conn.execute(
+            "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (retention.max_events,)
+        ).fetchone()
+        cutoff_id = row[0] if row else 0
+    if retention.max_age_s is not None:
+        cutoff_ts = utc_timestamp(datetime.now(UTC) - timedelta(seconds=retention.max_age_s))
+        row = conn.execute("SELECT max(id) FROM events WHERE ts < ?", (cutoff_ts,)).fetchone()
+        cutoff_id = max(cutoff_id, row[0] or 0)
+    deleted = 0
+    while True:  # in chunks, so publishers never wait long for the write lock
+        cursor = conn.execute(
+            "DELETE FROM events WHERE id IN"
+            " (SELECT id FROM events WHERE id <= ? ORDER BY id LIMIT ?)",
+            (cutoff_id, TRIM_CHUNK),
+        )
+        deleted += cursor.rowcount
+        if cursor.rowcount < TRIM_CHUNK:
+            return deleted
+
+
+class SqliteStore:
+    """:class:`~app.store.base.Store` on one SQLite file."""
+
+    def __init__(self, url: str, *, poll_interval_s: float = 0.05, readers: int = 2) -> None:
+        self.path = sqlite_path(url)
+        self._poll_interval_s = poll_interval_s
+        self._writer = _Thread(self.path, "livefeed-sqlite-writer")
+        self._readers = [_Thread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)]
+        self._next_reader = 0
+        self._pending: list[tuple[Sequence[Draft], asyncio.Future[list[Event]]]] = []
+        self._pending_added = asyncio.Event()
+        self._watch = HeadWatch()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        if self.path not in ("", ":memory:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self._writer.start()
+        await self._writer.run(apply_sqlite_migrations)
+        for reader in self._readers:
+            await reader.start()
+        self._watch.advance((await self.bounds()).latest_id)
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="livefeed-group-commit"),
+            asyncio.create_task(self._poll_loop(), name="livefeed-sqlite-poll"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(StoreUnavailable("the server is shutting down"))
+        for thread in [self._writer, *self._readers]:
+            await thread.close()
+
+    def _reader(self) -> _Thread:
+        self._next_reader = (self._next_reader + 1) % len(self._readers)
+        return self._readers[self._next_reader]
+
+    async def append(self, drafts: Sequence[Draft]) -> list[Event]:
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._pending.append((drafts, future))
+        self._pending_added.set()
+        return await future
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._pending_added.wait()
+            self._pending_added.clear()
+            while self._pending:
+                batch, size = [], 0
+                while self._pending and (
+                    not batch or size + len(self._pending[0][0]) <= GROUP_COMMIT_MAX_EVENTS
+                ):
+                    item = self._pending.pop(0)
+                    batch.append(item)
+                    size += len(item[0])
+                await self._commit_batch(batch)
+
+    async def _commit_batch(
+        self, batch: list[tuple[Sequence[Draft], asyncio.Future[list[Event]]]]
+    ) -> None:
+        try:
+            results = await self._writer.run(_commit, [drafts for drafts, _ in batch])
+        except Exception as exc:  # every waiter learns; the loop itself never dies
+            error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), events in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(events)
+        self._watch.advance(results[-1][-1].id)
+
+    async def _poll_loop(self) -> None:
+        """Notice appends made by other processes (``PRAGMA data_version`` moves)."""
+        poller = self._readers[0]
+        version = None
+        while True:
+            await asyncio.sleep(self._poll_interval_s)
+            try:
+                current = await poller.run(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
+                if current != version:
+                    version = current
+                    self._watch.advance(await poller.run(_head))
+            except StoreUnavailable as exc:
+                log.warning("polling the log head failed: %s", exc)
+
+    async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
+        return await self._reader().run(_read, after, limit, filter)
+
+    async def read_tail(self, count: int, filter: EventFilter = EVERYTHING) -> Page:
+        return await self._reader().run(_read_tail, count, filter)
+
+    async def get(self, event_id: int) -> Event | None:
+        def fetch(conn: sqlite3.Connection) -> Event | None:
+            row = conn.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+            return Event.build(*row) if row else None
+
+        return await self._reader().run(fetch)
+
+    async def bounds(self) -> Bounds:
+        def fetch(conn: sqlite3.Connection) -> Bounds:
+            head = _head(conn)
+            oldest = conn.execute("SELECT min(id) FROM events").fetchone()[0]
+            return Bounds(oldest_id=oldest if oldest is not None else head + 1, latest_id=head)
+
+        return await self._reader().run(fetch)
+
+    async def count(self) -> int:
+        return await self._reader().run(
+            lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0]
+        )
+
+    async def trim(self, retention: Retention) -> int:
+        started = time.monotonic()
+        deleted = await self._writer.run(_trim, retention)
+        log.info("trimmed %d events in %.3f s", deleted, time.monotonic() - started)
+        return deleted
+
+    async def wait_for_head(self, beyond: int) -> int:
+        return await self._watch.wait_beyond(beyond)
+
+    async def ping(self) -> None:
+        await self._reader().run(lambda c: c.execute("SELECT 1 FROM log_head").fetchone())

@@ -1,0 +1,1 @@
+"""The three ways out of the log: WebSocket, Server-Sent Events, long-poll."""

@@ -1,0 +1,90 @@
+"""Small plain-ASGI helpers shared by the stream endpoints.
+
+``/sse`` and ``/ws`` are served as plain ASGI in front of the Quart app:
+Quart's streaming response and ``websocket.send`` add a timeout wrapper, a
+signal and a loop pass per write, which the fan-out path cannot afford.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from app.errors import JSON_HEADERS, ApiError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The last value of a (lower-case) request header, decoded as Latin-1."""
+    value = None
+    for key, raw in scope.get("headers", ()):
+        if key == name:
+            value = raw.decode("latin-1")
+    return value
+
+
+def query_params(scope: Scope) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    raw = scope.get("query_string", b"").decode("utf-8", "replace")
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        params.setdefault(key, []).append(value)
+    return params
+
+
+def jitter_ms(base_ms: int) -> int:
+    """Spread reconnects over [base, 2*base) so a restart does not cause a storm."""
+    return base_ms + random.randrange(max(base_ms, 1))
+
+
+def _encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def send_error(send: Send, error: ApiError) -> None:
+    """Answer an HTTP request with the JSON error body."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [*JSON_HEADERS, *_encode_headers(error.headers.items())],
+        }
+    )
+    await send({"type": "http.response.body", "body": error.body()})
+
+
+async def refuse_websocket(scope: Scope, send: Send, error: ApiError) -> None:
+    """Refuse a handshake with a real HTTP answer whose body says why (when the
+    server supports it; otherwise a policy-violation close)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": error.status,
+                "headers": [*JSON_HEADERS, *_encode_headers(error.headers.items())],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": error.body()})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": error.detail[:120]})
+
+
+async def race(*coroutines: Coroutine[Any, Any, Any]) -> Any:
+    """Run coroutines until the first finishes; cancel the rest; return its result.
+
+    ``gather`` would leave the other side running when one ends.
+    """
+    tasks = [asyncio.ensure_future(coro) for coro in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return next(iter(done)).result()

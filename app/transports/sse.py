@@ -1,0 +1,134 @@
+"""``GET /sse/{channel}``: the log as a ``text/event-stream``.
+
+Never break the browser's reconnect loop for a passing problem: any non-200
+answer makes ``EventSource`` give up for good (WHATWG HTML §9.2), so store
+outages and shutdown are answered ``200`` with a ``retry:`` hint and an
+``event: error``.  Non-200 is kept for the client's own mistakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from app.errors import ApiError
+from app.events import Control
+from app.hub import Subscription
+from app.runtime import Runtime
+from app.security import check_read_access
+from app.store import StoreUnavailable
+from app.transports.asgi import (
+    Receive,
+    Scope,
+    Send,
+    header,
+    jitter_ms,
+    query_params,
+    race,
+    send_error,
+)
+from app.transports.request import parse_stream_request
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-store"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def connection_established(
+    channel: str, transport: str, sub: Subscription, cursor: int | None
+) -> Control:
+    return Control.build(
+        "connection_established",
+        workflow_id=channel,
+        message="Connected to workflow progress updates",
+        transport=transport,
+        latest_id=sub.latest_id,
+        resumed_from=cursor,
+    )
+
+
+def unavailable(detail: str) -> Control:
+    return Control.build("error", error="unavailable", detail=detail)
+
+
+async def _start(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+
+
+async def _write(send: Send, body: bytes, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+async def _goodbye(send: Send, runtime: Runtime, frame: Control) -> None:
+    """Answer 200 with a jittered retry hint and one error event, then end."""
+    retry = f"retry: {jitter_ms(runtime.settings.retry_ms)}\n".encode()
+    await _start(send)
+    await _write(send, retry + frame.sse, more=False)
+
+
+async def _wait_disconnect(receive: Receive) -> str:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    return "client_closed"
+
+
+async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> str:
+    delivered = runtime.metrics.delivered.labels("sse")
+    timeout = runtime.settings.write_timeout_s
+    try:
+        async for frames in sub:
+            body = b"".join(frame.sse for frame in frames)
+            async with asyncio.timeout(timeout):
+                await _write(send, body)
+            delivered.inc(sum(1 for frame in frames if frame.id is not None))
+    except TimeoutError:
+        return "write_timeout"
+    except StoreUnavailable as exc:
+        await _write(send, unavailable(str(exc)).sse)
+        return "store_unavailable"
+    return "shutdown"
+
+
+async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
+    params = query_params(scope)
+    try:
+        request = parse_stream_request(
+            scope["path"], "/sse/", params, header(scope, b"last-event-id")
+        )
+        check_read_access(header(scope, b"authorization"), params, runtime.settings)
+    except ApiError as error:
+        await send_error(send, error)
+        return
+    if runtime.hub.closing:
+        await _goodbye(send, runtime, runtime.farewell())
+        return
+    started = time.monotonic()
+    connections = runtime.metrics.connections.labels("sse")
+    try:
+        async with runtime.hub.subscribe(request.filter, request.cursor, request.tail) as sub:
+            connections.inc()
+            try:
+                await _start(send)
+                hello = connection_established(request.channel, "sse", sub, request.cursor)
+                await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
+                reason = await race(_pump(send, sub, runtime), _wait_disconnect(receive))
+                if reason in ("shutdown", "store_unavailable"):
+                    await _write(send, b"", more=False)
+            finally:
+                connections.dec()
+    except StoreUnavailable as exc:
+        reason = "store_unavailable"
+        await _goodbye(send, runtime, unavailable(str(exc)))
+    runtime.metrics.disconnects.labels("sse", reason).inc()
+    log.info(
+        "sse closed channel=%s client=%s duration=%.1fs reason=%s",
+        request.channel,
+        (scope.get("client") or ("?",))[0],
+        time.monotonic() - started,
+        reason,
+    )

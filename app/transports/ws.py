@@ -1,0 +1,161 @@
+"""``GET /ws/{channel}``: the log as WebSocket text frames.
+
+The handshake is checked (path, cursor, origin, credentials) before it is
+accepted, and a refusal is a real HTTP answer whose JSON body says why.
+After accepting, a reader and a writer race: the reader answers pings and
+refuses bad frames (a client that floods a server that never reads would
+otherwise grow memory without bound), the writer sends the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+import orjson
+
+from app.errors import ApiError, CloseCode
+from app.events import Control
+from app.hub import Subscription
+from app.runtime import Runtime
+from app.security import check_read_access, origin_refusal
+from app.store import StoreUnavailable
+from app.transports.asgi import Receive, Scope, Send, header, query_params, race, refuse_websocket
+from app.transports.request import parse_stream_request
+from app.transports.sse import connection_established, unavailable
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_MESSAGES = 10
+MAX_MESSAGES_PER_S = 50
+CLOSE_TIMEOUT_S = 1.0
+PONG = Control.build("pong")
+
+
+class _Closed(Exception):
+    """The connection ends with this close code and reason."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _error_frame(error: str, detail: str) -> str:
+    return orjson.dumps({"type": "error", "error": error, "detail": detail}).decode()
+
+
+async def _send_text(send: Send, text: str) -> None:
+    await send({"type": "websocket.send", "text": text})
+
+
+async def _read_client(receive: Receive, send: Send) -> _Closed | None:
+    """Answer pings; refuse anything else; close on abuse.  ``None``: client left."""
+    bad = 0
+    recent: deque[float] = deque()
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        now = time.monotonic()
+        recent.append(now)
+        while recent and recent[0] < now - 1:
+            recent.popleft()
+        if len(recent) > MAX_MESSAGES_PER_S:
+            return _Closed(CloseCode.POLICY_VIOLATION, "too many messages per second")
+        text = message.get("text")
+        if text is None:  # binary, including an empty binary frame (bytes None)
+            return _Closed(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("type") == "ping" and len(parsed) == 1:
+            await _send_text(send, PONG.text)
+            continue
+        bad += 1
+        if bad > MAX_BAD_MESSAGES:
+            return _Closed(CloseCode.POLICY_VIOLATION, "too many invalid messages")
+        await _send_text(
+            send,
+            _error_frame("bad_message", 'the only client message is {"type":"ping"}'),
+        )
+
+
+async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> _Closed:
+    delivered = runtime.metrics.delivered.labels("websocket")
+    timeout = runtime.settings.write_timeout_s
+    try:
+        async for frames in sub:
+            async with asyncio.timeout(timeout):
+                for frame in frames:
+                    await _send_text(send, frame.text)
+            delivered.inc(sum(1 for frame in frames if frame.id is not None))
+    except TimeoutError:
+        return _Closed(CloseCode.TRY_AGAIN_LATER, "write timeout: the client is not reading")
+    except StoreUnavailable as exc:
+        await _send_text(send, unavailable(str(exc)).text)
+        return _Closed(CloseCode.TRY_AGAIN_LATER, "the store is unavailable")
+    return _Closed(CloseCode.SERVICE_RESTART, "the server is restarting")
+
+
+async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    params = query_params(scope)
+    try:
+        request = parse_stream_request(
+            scope["path"], "/ws/", params, header(scope, b"last-event-id")
+        )
+        refusal = origin_refusal(
+            header(scope, b"origin"),
+            scope.get("scheme", "ws"),
+            header(scope, b"host"),
+            runtime.settings,
+        )
+        if refusal is not None:
+            raise refusal
+        check_read_access(header(scope, b"authorization"), params, runtime.settings)
+        if runtime.hub.closing:
+            raise ApiError(503, "shutting_down", "the server is restarting; reconnect shortly")
+    except ApiError as error:
+        await refuse_websocket(scope, send, error)
+        return
+    started = time.monotonic()
+    connections = runtime.metrics.connections.labels("websocket")
+    try:
+        async with runtime.hub.subscribe(request.filter, request.cursor, request.tail) as sub:
+            await send({"type": "websocket.accept"})
+            connections.inc()
+            try:
+                hello = connection_established(request.channel, "websocket", sub, request.cursor)
+                await _send_text(send, hello.text)
+                closed = await race(_pump(send, sub, runtime), _read_client(receive, send))
+            except Exception:
+                log.exception("websocket stream failed")
+                closed = _Closed(CloseCode.INTERNAL_ERROR, "internal error; reconnect")
+            finally:
+                connections.dec()
+    except StoreUnavailable as exc:
+        error = ApiError(503, "unavailable", str(exc), {"Retry-After": "1"})
+        await refuse_websocket(scope, send, error)
+        return
+    reason = "client_closed"
+    if closed is not None:
+        reason = closed.code.name.lower()
+        with contextlib.suppress(TimeoutError):  # a client that never reads may block this too
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await send(
+                    {"type": "websocket.close", "code": int(closed.code), "reason": closed.reason}
+                )
+    runtime.metrics.disconnects.labels("websocket", reason).inc()
+    log.info(
+        "websocket closed channel=%s client=%s duration=%.1fs reason=%s",
+        request.channel,
+        (scope.get("client") or ("?",))[0],
+        time.monotonic() - started,
+        closed.reason if closed is not None else reason,
+    )

@@ -98,9 +98,10 @@ class Control:
     id: None = None
 
     @classmethod
-    def build(cls, type: str, **fields: Any) -> Control:
+    def build(cls, type: str, *, sse_retry: int | None = None, **fields: Any) -> Control:
+        """``sse_retry`` also sets the EventSource reconnection delay (a ``retry:`` line)."""
         text = orjson.dumps({"type": type, **fields}).decode()
-        frame = ServerSentEvent(text, event=type, sep=SSE_SEPARATOR).encode()
+        frame = ServerSentEvent(text, event=type, retry=sse_retry, sep=SSE_SEPARATOR).encode()
         return cls(type, text.encode(), text, frame)
 
 

@@ -54,11 +54,13 @@ class Runtime:
         self.hub.begin_shutdown(self.farewell)
 
     def farewell(self) -> Control:
+        delay = jitter_ms(self.settings.retry_ms)
         return Control.build(
             "error",
+            sse_retry=delay,
             error="shutting_down",
             detail="the server is restarting; reconnect with your last event id",
-            reconnect_after_ms=jitter_ms(self.settings.retry_ms),
+            reconnect_after_ms=delay,
         )
 
     async def stop(self) -> None:

@@ -282,3 +282,28 @@ async def test_restart_keeps_ids_increasing_and_clients_resume(server: ServerPro
     assert after[0] > before[-1]
     frames = await ws_frames(server.ws_url + f"/ws/validation_updates?last_event_id={before[2]}", 5)
     assert [f["id"] for f in frames] == before[3:] + after
+
+
+async def test_disconnected_clients_leave_no_subscriber_behind(server: ServerProcess):
+    """Closing SSE and WS clients frees their subscriptions promptly."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        streams = []
+        for _ in range(10):
+            cm = client.stream("GET", server.url + "/sse/validation_updates")
+            await cm.__aenter__()
+            streams.append(cm)
+        sockets = [await connect(server.ws_url + "/ws/validation_updates") for _ in range(10)]
+        stats = (await client.get(server.url + "/api/stats")).json()
+        assert stats["subscribers"] == 20
+        assert stats["connections"]["sse"] == 10 and stats["connections"]["websocket"] == 10
+        for cm in streams:
+            await cm.__aexit__(None, None, None)
+        for ws in sockets:
+            await ws.close()
+        for _ in range(50):
+            stats = (await client.get(server.url + "/api/stats")).json()
+            if stats["subscribers"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert stats["subscribers"] == 0
+        assert stats["connections"] == {"websocket": 0, "sse": 0, "poll": 0}

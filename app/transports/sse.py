@@ -66,7 +66,7 @@ async def _write(send: Send, body: bytes, more: bool = True) -> None:
 
 async def _goodbye(send: Send, runtime: Runtime, frame: Control) -> None:
     """Answer 200 with a jittered retry hint and one error event, then end."""
-    retry = f"retry: {jitter_ms(runtime.settings.retry_ms)}\n".encode()
+    retry = f"retry: {jitter_ms(runtime.settings.retry_ms)}\n\n".encode()
     await _start(send)
     await _write(send, retry + frame.sse, more=False)
 

@@ -1,0 +1,136 @@
+"""Slow and stuck readers: nothing lost, nobody else slowed (FAULTS 33-34)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.support import ServerProcess
+
+
+def stuck_sse_socket(server: ServerProcess) -> socket.socket:
+    """A client that sends a request and never reads: its TCP window fills up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(
+        f"GET /sse/validation_updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.escape(name + ("{" + selector + "}" if labels else "")) + r" ([0-9.e+]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.asyncio
+async def test_queue_overflow_falls_back_to_the_log_and_loses_nothing(start_server):
+    """A reader slower than the publisher overflows its queue, reads the log, misses nothing."""
+    server = start_server(LIVEFEED_QUEUE_SIZE="5")
+    seen: list[int] = []
+    async with connect(server.ws_url + "/ws/validation_updates") as ws:
+        await ws.recv()
+        for _ in range(5):
+            server.publish([{"type": "burst", "data": {"pad": "x" * 100}}] * 100)
+        async with asyncio.timeout(20):
+            while len(seen) < 500:
+                frame = orjson.loads(await ws.recv())
+                if "id" in frame:
+                    seen.append(frame["id"])
+                    if len(seen) % 50 == 0:
+                        await asyncio.sleep(0.05)  # a slow reader
+    assert seen == list(range(1, 501))
+    async with httpx.AsyncClient() as client:
+        stats = (await client.get(server.url + "/api/stats")).json()
+    assert stats["fell_behind"] >= 1
+
+
+def test_stuck_client_is_disconnected_after_the_write_timeout(start_server):
+    """A client that never reads is cut off after LIVEFEED_WRITE_TIMEOUT_S."""
+    server = start_server(LIVEFEED_WRITE_TIMEOUT_S="1", LIVEFEED_QUEUE_SIZE="50")
+    sock = stuck_sse_socket(server)
+    try:
+        time.sleep(0.3)
+        for _ in range(20):
+            server.publish([{"type": "fill", "data": {"pad": "x" * 8000}}] * 50)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            metrics = httpx.get(server.url + "/metrics").text
+            if metric(
+                metrics, "livefeed_disconnects_total", transport="sse", reason="write_timeout"
+            ):
+                break
+            time.sleep(0.2)
+        assert (
+            metric(metrics, "livefeed_disconnects_total", transport="sse", reason="write_timeout")
+            == 1
+        )
+        assert httpx.get(server.url + "/api/stats").json()["connections"]["sse"] == 0
+    finally:
+        sock.close()
+
+
+async def read_sse_ids(reader: asyncio.StreamReader, latencies: list[float], count: int) -> None:
+    """Parse just enough SSE to time each event (its data carries the publish time)."""
+    got = 0
+    while got < count:
+        line = await reader.readline()
+        if not line:
+            return
+        if line.startswith(b'data: {"id"'):
+            sent = orjson.loads(line[6:])["data"]["t"]
+            latencies.append(time.time() - sent)
+            got += 1
+
+
+@pytest.mark.asyncio
+async def test_one_stuck_client_does_not_slow_200_others(start_server):
+    """With a never-reading socket connected, 200 readers keep p99 latency under 100 ms."""
+    server = start_server(LIVEFEED_WRITE_TIMEOUT_S="30")
+    stuck = stuck_sse_socket(server)
+    latencies: list[float] = []
+    events = 40
+    try:
+        readers = []
+        writers = []
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                f"GET /sse/validation_updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}"
+                "\r\n\r\n".encode()
+            )
+            readers.append(reader)
+            writers.append(writer)
+        tasks = [asyncio.create_task(read_sse_ids(r, latencies, events)) for r in readers]
+        await asyncio.sleep(1.0)
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            for n in range(events):
+                pad = "x" * 4000  # fills the stuck client's window quickly
+                body = orjson.dumps(
+                    {"type": "tick", "data": {"t": time.time(), "n": n, "pad": pad}}
+                )
+                response = await client.post(
+                    "/api/events", content=body, headers={"Content-Type": "application/json"}
+                )
+                assert response.status_code == 201
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            await asyncio.gather(*tasks)
+        for writer in writers:
+            writer.close()
+    finally:
+        stuck.close()
+    assert len(latencies) == 200 * events
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)]
+    assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms"

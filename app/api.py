@@ -12,7 +12,12 @@ from app.errors import ApiError
 from app.events import EventIn, drafts_from_body
 from app.runtime import Runtime
 from app.schemas import Diagnosis, Envelope, Error, PublishedBatch, PublishedEvent
-from app.security import check_publish_access, check_read_access, origin_refusal
+from app.security import (
+    check_publish_access,
+    check_read_access,
+    client_address,
+    origin_refusal,
+)
 from app.store import StoreUnavailable
 from app.transports.request import MAX_CURSOR, parse_stream_request
 from app.transports.router import RUNTIME_KEY
@@ -25,6 +30,19 @@ def runtime() -> Runtime:
     if current is None:
         raise ApiError(503, "unavailable", "the server is starting; try again shortly")
     return current
+
+
+def request_client(rt: Runtime) -> str:
+    """The caller's address (the nearest untrusted hop behind LIVEFEED_TRUST_PROXY)."""
+    return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), rt.settings)
+
+
+def authorize_read(rt: Runtime, params: dict[str, list[str]]) -> None:
+    """The read-token check, with failed attempts rate-limited per client."""
+    authorization = request.headers.get("Authorization")
+    rt.admission.authenticate(
+        request_client(rt), lambda: check_read_access(authorization, params, rt.settings)
+    )
 
 
 def json_response(
@@ -63,7 +81,12 @@ async def publish() -> Response:
     documents the array answer, which is also sent with status 201.)
     """
     rt = runtime()
-    check_publish_access(request.headers.get("Authorization"), request.remote_addr, rt.settings)
+    client = request_client(rt)
+    rt.admission.check_publish(client)
+    authorization = request.headers.get("Authorization")
+    rt.admission.authenticate(
+        client, lambda: check_publish_access(authorization, client, rt.settings)
+    )
     _check_json_content_type()
     raw = await request.get_data(cache=False)
     drafts, batch = drafts_from_body(raw, rt.settings.max_event_bytes)
@@ -84,9 +107,7 @@ async def publish() -> Response:
 async def get_event(event_id: int) -> Response:
     """One stored event by id."""
     rt = runtime()
-    check_read_access(
-        request.headers.get("Authorization"), request.args.to_dict(flat=False), rt.settings
-    )
+    authorize_read(rt, request.args.to_dict(flat=False))
     try:
         event = await rt.store.get(event_id) if event_id <= MAX_CURSOR else None
     except StoreUnavailable as exc:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from limits import parse as parse_rate
+
 DEFAULT_DATABASE_URL = "sqlite:///./data/livefeed.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -67,6 +69,11 @@ class Settings:
     retry_ms: int = 3000
     write_timeout_s: float = 30.0
     poll_interval_s: float = 0.05
+    max_connections: int = 10_000
+    max_connections_per_client: int = 1_000
+    publish_rate: str = "5000/second"
+    connect_rate: str = "1000/second"
+    auth_failure_rate: str = "30/minute"
     demo_rate: float = 0.0
     log_format: str = "text"
 
@@ -167,6 +174,17 @@ def parse_origins(raw: str | None, *, read_token: str | None) -> tuple[str, ...]
     return tuple(origins)
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    try:
+        parse_rate(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a rate; write e.g. '100/second', '20/minute' or '5 per second'"
+        )
+    return raw
+
+
 def _proxies(raw: str | None) -> tuple[str, ...]:
     proxies = []
     for entry in _items(raw):
@@ -220,6 +238,13 @@ def from_env(env: Mapping[str, str]) -> Settings:
         retry_ms=_integer(env, "LIVEFEED_RETRY_MS", 3000, 0, 3_600_000),
         write_timeout_s=_number(env, "LIVEFEED_WRITE_TIMEOUT_S", 30.0, 0.1, 3600),
         poll_interval_s=_number(env, "LIVEFEED_POLL_INTERVAL_S", 0.05, 0.005, 60),
+        max_connections=_integer(env, "LIVEFEED_MAX_CONNECTIONS", 10_000, 1, 1_000_000),
+        max_connections_per_client=_integer(
+            env, "LIVEFEED_MAX_CONNECTIONS_PER_CLIENT", 1_000, 1, 1_000_000
+        ),
+        publish_rate=_rate(env, "LIVEFEED_PUBLISH_RATE", "5000/second"),
+        connect_rate=_rate(env, "LIVEFEED_CONNECT_RATE", "1000/second"),
+        auth_failure_rate=_rate(env, "LIVEFEED_AUTH_FAILURE_RATE", "30/minute"),
         demo_rate=_number(env, "LIVEFEED_DEMO_RATE", 0.0, 0, 10_000),
         log_format=log_format,
     )

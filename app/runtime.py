@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from app.config import Retention, Settings
 from app.events import Control
 from app.hub import Hub
+from app.limits import Admission
 from app.metrics import Metrics
 from app.store import Store, StoreUnavailable, open_store
 from app.transports.asgi import jitter_ms
@@ -29,6 +30,7 @@ class Runtime:
     store: Store
     hub: Hub
     metrics: Metrics
+    admission: Admission
     started_at: float = field(default_factory=time.time)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -38,7 +40,7 @@ class Runtime:
         await store.open()
         hub = Hub(store, queue_size=settings.queue_size, heartbeat_s=settings.heartbeat_s)
         await hub.start()
-        runtime = cls(settings, store, hub, Metrics())
+        runtime = cls(settings, store, hub, Metrics(), Admission(settings))
         if settings.retention is not None:
             runtime.tasks.append(asyncio.create_task(runtime._trim_forever(settings.retention)))
         if settings.demo_rate > 0:

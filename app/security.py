@@ -73,6 +73,28 @@ def origin_refusal(
     )
 
 
+def _within(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net) for net in networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, settings: Settings) -> str:
+    """The client's address: the peer, or behind a trusted proxy the nearest
+    untrusted hop of ``X-Forwarded-For`` (so not every client looks like loopback)."""
+    if peer is None:
+        return "unknown"
+    if not forwarded_for or not _within(peer, settings.trust_proxy):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, settings.trust_proxy):
+            return hop
+    return hops[0] if hops else peer
+
+
 def is_loopback(address: str | None) -> bool:
     try:
         return address is not None and ipaddress.ip_address(address).is_loopback

@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMap
 from typing import Any
 from urllib.parse import parse_qsl
 
+from app.config import Settings
 from app.errors import JSON_HEADERS, ApiError
+from app.security import client_address
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,6 +38,12 @@ def query_params(scope: Scope) -> dict[str, list[str]]:
     for key, value in parse_qsl(raw, keep_blank_values=True):
         params.setdefault(key, []).append(value)
     return params
+
+
+def scope_client(scope: Scope, settings: Settings) -> str:
+    """The client's address for limits and the loopback rule (proxy-aware)."""
+    peer = (scope.get("client") or (None,))[0]
+    return client_address(peer, header(scope, b"x-forwarded-for"), settings)
 
 
 def jitter_ms(base_ms: int) -> int:

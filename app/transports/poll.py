@@ -15,15 +15,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_response
 
-from app.api import json_response, runtime, store_unavailable
-from app.errors import bad_request
+from app.api import authorize_read, json_response, request_client, runtime, store_unavailable
+from app.errors import ApiError, bad_request
 from app.events import WORKFLOW_ID_RE, Control, Event, utc_timestamp
 from app.runtime import Runtime
 from app.schemas import Error, EventPage, EventQuery
-from app.security import check_read_access
 from app.store import EventFilter, StoreUnavailable
 from app.transports.request import parse_cursor, parse_int, parse_types, single
 
@@ -136,10 +136,11 @@ def _page_body(
 
 
 async def _long_poll(
-    rt: Runtime, query: ReplayQuery, after: int
+    rt: Runtime, query: ReplayQuery, after: int, client: str
 ) -> tuple[list[Event], list[Control]]:
     """Wait up to ``query.wait`` seconds for the first matching events after ``after``."""
     connections = rt.metrics.connections.labels("poll")
+    rt.admission.acquire(client)
     connections.inc()
     try:
         async with rt.hub.subscribe(query.filter, after) as sub:
@@ -155,10 +156,11 @@ async def _long_poll(
         pass
     finally:
         connections.dec()
+        rt.admission.release(client)
     return [], []
 
 
-async def _page(rt: Runtime, query: ReplayQuery) -> Response:
+async def _page(rt: Runtime, query: ReplayQuery, client: str) -> Response:
     bounds = await rt.store.bounds()
     notices: list[Control] = []
     after = query.after
@@ -184,7 +186,7 @@ async def _page(rt: Runtime, query: ReplayQuery) -> Response:
     page = await rt.store.read(after, query.limit + 1, query.filter)
     events = page.events
     if not events and query.wait > 0 and not notices:
-        events, notices = await _long_poll(rt, query, page.scanned_to)
+        events, notices = await _long_poll(rt, query, page.scanned_to, client)
     has_more = len(events) > query.limit
     events = events[: query.limit]
     rt.metrics.delivered.labels("poll").inc(len(events))
@@ -217,8 +219,16 @@ def _csv_rows(events: list[Event]) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def _follow(rt: Runtime, query: ReplayQuery) -> AsyncIterator[bytes]:
-    """NDJSON that stays open: replay after the cursor, then live events."""
+async def _follow(rt: Runtime, query: ReplayQuery, client: str) -> AsyncIterator[bytes]:
+    """NDJSON that stays open: replay after the cursor, then live events.
+
+    The stream slot is taken inside the body, so that it is released even if
+    the client leaves before the first byte; an overload is one error line."""
+    try:
+        rt.admission.acquire(client)
+    except ApiError as error:
+        yield orjson.dumps({"type": "error", "error": error.code, "detail": error.detail}) + b"\n"
+        return
     connections = rt.metrics.connections.labels("poll")
     connections.inc()
     try:
@@ -229,6 +239,7 @@ async def _follow(rt: Runtime, query: ReplayQuery) -> AsyncIterator[bytes]:
                 yield _ndjson(events) if events else b"\n"
     finally:
         connections.dec()
+        rt.admission.release(client)
 
 
 @poll.get("/api/events")
@@ -239,12 +250,12 @@ async def replay() -> Response:
     """Replay after a cursor as JSON pages, long-poll with ``wait=``, or export."""
     rt = runtime()
     params = request.args.to_dict(flat=False)
-    check_read_access(request.headers.get("Authorization"), params, rt.settings)
+    authorize_read(rt, params)
     query = parse_replay_query(params, request.headers.get("Accept", ""))
     try:
         if query.format == "json":
-            return await _page(rt, query)
-        body = _follow(rt, query) if query.follow else _export(rt, query)
+            return await _page(rt, query, request_client(rt))
+        body = _follow(rt, query, request_client(rt)) if query.follow else _export(rt, query)
     except StoreUnavailable as exc:
         raise store_unavailable(exc)
     response = Response(body, content_type=FORMATS[query.format] + "; charset=utf-8")

@@ -26,9 +26,10 @@ from app.transports.asgi import (
     jitter_ms,
     query_params,
     race,
+    scope_client,
     send_error,
 )
-from app.transports.request import parse_stream_request
+from app.transports.request import StreamRequest, parse_stream_request
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,25 @@ async def _write(send: Send, body: bytes, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})
 
 
-async def _goodbye(send: Send, runtime: Runtime, frame: Control) -> None:
+async def _goodbye(send: Send, retry_ms: int, frame: Control) -> None:
     """Answer 200 with a jittered retry hint and one error event, then end."""
-    retry = f"retry: {jitter_ms(runtime.settings.retry_ms)}\n\n".encode()
     await _start(send)
-    await _write(send, retry + frame.sse, more=False)
+    await _write(send, f"retry: {jitter_ms(retry_ms)}\n".encode() + frame.sse, more=False)
+
+
+def passing_problem(error: ApiError) -> bool:
+    """Overload and rate limits pass; EventSource must keep its reconnect loop."""
+    return error.status in (429, 503)
+
+
+async def _refuse(send: Send, runtime: Runtime, error: ApiError) -> None:
+    if passing_problem(error):
+        retry_ms = int(error.headers.get("Retry-After", "3")) * 1000
+        await _goodbye(
+            send, retry_ms, Control.build("error", error=error.code, detail=error.detail)
+        )
+    else:
+        await send_error(send, error)
 
 
 async def _wait_disconnect(receive: Receive) -> str:
@@ -96,17 +111,32 @@ async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> str:
 
 async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
     params = query_params(scope)
+    client = scope_client(scope, runtime.settings)
     try:
         request = parse_stream_request(
             scope["path"], "/sse/", params, header(scope, b"last-event-id")
         )
-        check_read_access(header(scope, b"authorization"), params, runtime.settings)
+        runtime.admission.authenticate(
+            client,
+            lambda: check_read_access(header(scope, b"authorization"), params, runtime.settings),
+        )
+        runtime.admission.acquire(client)
     except ApiError as error:
-        await send_error(send, error)
+        await _refuse(send, runtime, error)
         return
+    try:
+        reason = await _stream(scope, receive, send, runtime, request)
+    finally:
+        runtime.admission.release(client)
+    runtime.metrics.disconnects.labels("sse", reason).inc()
+
+
+async def _stream(
+    scope: Scope, receive: Receive, send: Send, runtime: Runtime, request: StreamRequest
+) -> str:
     if runtime.hub.closing:
-        await _goodbye(send, runtime, runtime.farewell())
-        return
+        await _goodbye(send, runtime.settings.retry_ms, runtime.farewell())
+        return "shutdown"
     started = time.monotonic()
     connections = runtime.metrics.connections.labels("sse")
     try:
@@ -123,12 +153,12 @@ async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime
                 connections.dec()
     except StoreUnavailable as exc:
         reason = "store_unavailable"
-        await _goodbye(send, runtime, unavailable(str(exc)))
-    runtime.metrics.disconnects.labels("sse", reason).inc()
+        await _goodbye(send, runtime.settings.retry_ms, unavailable(str(exc)))
     log.info(
         "sse closed channel=%s client=%s duration=%.1fs reason=%s",
         request.channel,
-        (scope.get("client") or ("?",))[0],
+        scope_client(scope, runtime.settings),
         time.monotonic() - started,
         reason,
     )
+    return reason

@@ -23,8 +23,17 @@ from app.hub import Subscription
 from app.runtime import Runtime
 from app.security import check_read_access, origin_refusal
 from app.store import StoreUnavailable
-from app.transports.asgi import Receive, Scope, Send, header, query_params, race, refuse_websocket
-from app.transports.request import parse_stream_request
+from app.transports.asgi import (
+    Receive,
+    Scope,
+    Send,
+    header,
+    query_params,
+    race,
+    refuse_websocket,
+    scope_client,
+)
+from app.transports.request import StreamRequest, parse_stream_request
 from app.transports.sse import connection_established, unavailable
 
 log = logging.getLogger(__name__)
@@ -106,24 +115,37 @@ async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime)
     if (await receive())["type"] != "websocket.connect":
         return
     params = query_params(scope)
+    client = scope_client(scope, runtime.settings)
+    settings = runtime.settings
     try:
         request = parse_stream_request(
             scope["path"], "/ws/", params, header(scope, b"last-event-id")
         )
         refusal = origin_refusal(
-            header(scope, b"origin"),
-            scope.get("scheme", "ws"),
-            header(scope, b"host"),
-            runtime.settings,
+            header(scope, b"origin"), scope.get("scheme", "ws"), header(scope, b"host"), settings
         )
         if refusal is not None:
             raise refusal
-        check_read_access(header(scope, b"authorization"), params, runtime.settings)
+        runtime.admission.authenticate(
+            client, lambda: check_read_access(header(scope, b"authorization"), params, settings)
+        )
         if runtime.hub.closing:
             raise ApiError(503, "shutting_down", "the server is restarting; reconnect shortly")
+        runtime.admission.acquire(client)
     except ApiError as error:
         await refuse_websocket(scope, send, error)
         return
+    try:
+        reason = await _serve(scope, receive, send, runtime, request)
+    finally:
+        runtime.admission.release(client)
+    runtime.metrics.disconnects.labels("websocket", reason).inc()
+
+
+async def _serve(
+    scope: Scope, receive: Receive, send: Send, runtime: Runtime, request: StreamRequest
+) -> str:
+    """Accept, stream until either side ends, close; returns why it ended."""
     started = time.monotonic()
     connections = runtime.metrics.connections.labels("websocket")
     try:
@@ -142,20 +164,18 @@ async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime)
     except StoreUnavailable as exc:
         error = ApiError(503, "unavailable", str(exc), {"Retry-After": "1"})
         await refuse_websocket(scope, send, error)
-        return
-    reason = "client_closed"
+        return "store_unavailable"
+    reason, detail = "client_closed", "the client closed the connection"
     if closed is not None:
-        reason = closed.code.name.lower()
+        reason, detail = closed.code.name.lower(), closed.reason
         with contextlib.suppress(TimeoutError):  # a client that never reads may block this too
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await send(
-                    {"type": "websocket.close", "code": int(closed.code), "reason": closed.reason}
-                )
-    runtime.metrics.disconnects.labels("websocket", reason).inc()
+                await send({"type": "websocket.close", "code": int(closed.code), "reason": detail})
     log.info(
         "websocket closed channel=%s client=%s duration=%.1fs reason=%s",
         request.channel,
-        (scope.get("client") or ("?",))[0],
+        scope_client(scope, runtime.settings),
         time.monotonic() - started,
-        closed.reason if closed is not None else reason,
+        detail,
     )
+    return reason

@@ -1,0 +1,102 @@
+"""Admission control: connection caps and rate limits, per process.
+
+Caps protect file descriptors and memory (every stream holds a socket and a
+subscription); rate limits protect the store and make guessing tokens slow.
+Rate windows come from the ``limits`` library; the caps are plain counters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from app.config import Settings
+from app.errors import ApiError
+
+
+class Overloaded(ApiError):
+    """Too many connections: come back later (SSE turns this into a 200 + retry)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "overloaded", detail, {"Retry-After": "5"})
+
+
+class Admission:
+    """Counts open streams and rate-limits what clients do."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._max_total = settings.max_connections
+        self._max_per_client = settings.max_connections_per_client
+        self._open: Counter[str] = Counter()
+        self._total = 0
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._publish = parse(settings.publish_rate)
+        self._connect = parse(settings.connect_rate)
+        self._auth_failures = parse(settings.auth_failure_rate)
+
+    @property
+    def open_streams(self) -> int:
+        return self._total
+
+    def acquire(self, client: str) -> None:
+        """Take one stream slot for ``client``; pair every success with :meth:`release`."""
+        self._check(self._connect, "connect", client, "connections")
+        if self._total >= self._max_total:
+            raise Overloaded(
+                f"this server holds its maximum of {self._max_total} streams "
+                "(LIVEFEED_MAX_CONNECTIONS); reconnect in a few seconds"
+            )
+        if self._open[client] >= self._max_per_client:
+            raise Overloaded(
+                f"{client} already holds {self._max_per_client} streams "
+                "(LIVEFEED_MAX_CONNECTIONS_PER_CLIENT); close some or reconnect later"
+            )
+        self._total += 1
+        self._open[client] += 1
+
+    def release(self, client: str) -> None:
+        self._total -= 1
+        self._open[client] -= 1
+        if not self._open[client]:
+            del self._open[client]
+
+    def check_publish(self, client: str) -> None:
+        self._check(self._publish, "publish", client, "publish requests")
+
+    def check_auth_failures(self, client: str) -> None:
+        """Refuse a client that has failed authentication too often, before checking again."""
+        if not self._limiter.test(self._auth_failures, "auth", client):
+            raise self._too_many(self._auth_failures, "auth", client, "failed authentications")
+
+    def note_auth_failure(self, client: str) -> None:
+        self._limiter.hit(self._auth_failures, "auth", client)
+
+    def authenticate(self, client: str, check: Callable[[], None]) -> None:
+        """Run a credential check; failures count toward the client's auth-failure limit."""
+        self.check_auth_failures(client)
+        try:
+            check()
+        except ApiError as error:
+            if error.status == 401:
+                self.note_auth_failure(client)
+            raise
+
+    def _check(self, item: RateLimitItem, scope: str, client: str, what: str) -> None:
+        if not self._limiter.hit(item, scope, client):
+            raise self._too_many(item, scope, client, what)
+
+    def _too_many(self, item: RateLimitItem, scope: str, client: str, what: str) -> ApiError:
+        reset = self._limiter.get_window_stats(item, scope, client).reset_time
+        wait = max(1, math.ceil(reset - time.time()))
+        return ApiError(
+            429,
+            "rate_limited",
+            f"too many {what} from {client} (limit {item}); retry in {wait} s",
+            {"Retry-After": str(wait)},
+        )

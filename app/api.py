@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 import time
 
 import orjson
@@ -9,7 +12,14 @@ from quart import Blueprint, Response, current_app, request
 from quart_schema import document_request, document_response
 
 from app.errors import ApiError
-from app.events import EventIn, drafts_from_body
+from app.events import (
+    ALL_EVENTS_CHANNEL,
+    Draft,
+    Event,
+    EventIn,
+    drafts_from_body,
+    parse_strict_json,
+)
 from app.runtime import Runtime
 from app.schemas import Diagnosis, Envelope, Error, PublishedBatch, PublishedEvent
 from app.security import (
@@ -18,11 +28,13 @@ from app.security import (
     client_address,
     origin_refusal,
 )
-from app.store import StoreUnavailable
-from app.transports.request import MAX_CURSOR, parse_stream_request
+from app.store import Appended, IdempotencyConflict, StoreUnavailable
+from app.tickets import TICKET_TTL_S, ticket_digest
+from app.transports.request import MAX_CURSOR, channel_filter, parse_stream_request
 from app.transports.router import RUNTIME_KEY
 
 api = Blueprint("api", __name__)
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def runtime() -> Runtime:
@@ -88,17 +100,47 @@ async def publish() -> Response:
         client, lambda: check_publish_access(authorization, client, rt.settings)
     )
     _check_json_content_type()
+    key = _idempotency_key()
     raw = await request.get_data(cache=False)
     drafts, batch = drafts_from_body(raw, rt.settings.max_event_bytes)
     started = time.perf_counter()
     try:
-        events = await rt.store.append(drafts)
+        if key is None:
+            appended = Appended(events := await rt.store.append(drafts), _receipt(events))
+        else:
+            appended = await rt.store.append_once(key, _fingerprint(drafts, batch), drafts)
     except StoreUnavailable as exc:
         raise store_unavailable(exc)
+    except IdempotencyConflict as exc:
+        raise ApiError(422, "idempotency_key_reused", f"{exc}; use a new key for a new body")
     rt.metrics.publish_latency.observe(time.perf_counter() - started)
-    rt.metrics.published.inc(len(events))
-    ids = [{"id": event.id, "ts": event.ts} for event in events]
-    return json_response(orjson.dumps({"events": ids} if batch else ids[0]), 201)
+    rt.metrics.published.inc(len(appended.events))
+    ids = [{"id": event_id, "ts": ts} for event_id, ts in appended.receipt]
+    headers = {"Idempotent-Replayed": "true"} if appended.replayed else {}
+    return json_response(orjson.dumps({"events": ids} if batch else ids[0]), 201, headers)
+
+
+def _receipt(events: list[Event]) -> list[tuple[int, str]]:
+    return [(event.id, event.ts) for event in events]
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise ApiError(
+            400,
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1..128 visible ASCII characters, e.g. a UUID",
+        )
+    return key
+
+
+def _fingerprint(drafts: list[Draft], batch: bool) -> str:
+    """Equal for the same events, whatever the body's whitespace or key order."""
+    canonical = orjson.dumps(
+        [batch, [[d.type, d.workflow_id, d.data] for d in drafts]], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(canonical).hexdigest()
 
 
 @api.get("/api/events/<int:event_id>")
@@ -164,3 +206,23 @@ async def diagnose_websocket(channel: str) -> Response:
     except ApiError as error:
         verdict = {"ok": False, "reason": error.code, "detail": error.detail}
     return json_response(orjson.dumps(verdict), headers={"Access-Control-Allow-Origin": "*"})
+
+
+@api.post("/api/stream-tickets")
+async def issue_ticket() -> Response:
+    """A one-use ticket for one channel, valid 30 s: body ``{"channel": "..."}``."""
+    rt = runtime()
+    authorize_read(rt, {})
+    raw = await request.get_data(cache=False)
+    body = parse_strict_json(raw) if raw.strip() else {}
+    channel = body.get("channel", ALL_EVENTS_CHANNEL) if isinstance(body, dict) else None
+    if not isinstance(channel, str):
+        raise ApiError(400, "bad_request", 'send {"channel": "<channel name>"}')
+    channel_filter(channel)  # 404 with the valid names if it is not a channel
+    ticket = secrets.token_urlsafe(24)
+    try:
+        await rt.store.issue_ticket(ticket_digest(ticket), channel, time.time() + TICKET_TTL_S)
+    except StoreUnavailable as exc:
+        raise store_unavailable(exc)
+    answer = {"ticket": ticket, "channel": channel, "expires_in": TICKET_TTL_S}
+    return json_response(orjson.dumps(answer), 201, {"Cache-Control": "no-store"})

@@ -21,7 +21,7 @@ from app.store import Store, StoreUnavailable, open_store
 from app.transports.asgi import jitter_ms
 
 log = logging.getLogger(__name__)
-TRIM_INTERVAL_S = 60.0
+MAINTENANCE_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -41,8 +41,7 @@ class Runtime:
         hub = Hub(store, queue_size=settings.queue_size, heartbeat_s=settings.heartbeat_s)
         await hub.start()
         runtime = cls(settings, store, hub, Metrics(), Admission(settings))
-        if settings.retention is not None:
-            runtime.tasks.append(asyncio.create_task(runtime._trim_forever(settings.retention)))
+        runtime.tasks.append(asyncio.create_task(runtime._maintain_forever(settings.retention)))
         if settings.demo_rate > 0:
             from app.demo import publish_demo_events
 
@@ -74,10 +73,13 @@ class Runtime:
         await self.hub.stop()
         await self.store.close()
 
-    async def _trim_forever(self, retention: Retention) -> None:
+    async def _maintain_forever(self, retention: Retention | None) -> None:
+        """About once a minute: apply retention, forget expired keys and tickets."""
         while True:
             try:
-                await self.store.trim(retention)
+                if retention is not None:
+                    await self.store.trim(retention)
+                await self.store.purge_expired(time.time())
             except StoreUnavailable as exc:
-                log.warning("retention trim failed: %s", exc)
-            await asyncio.sleep(TRIM_INTERVAL_S)
+                log.warning("store maintenance failed: %s", exc)
+            await asyncio.sleep(MAINTENANCE_INTERVAL_S)

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from app.config import Settings
-from app.store.base import EVERYTHING, Bounds, EventFilter, Page, Store, StoreUnavailable
+from app.store.base import (
+    EVERYTHING,
+    Appended,
+    Bounds,
+    EventFilter,
+    IdempotencyConflict,
+    Page,
+    Store,
+    StoreUnavailable,
+)
 
-__all__ = ["EVERYTHING", "Bounds", "EventFilter", "Page", "Store", "StoreUnavailable", "open_store"]
+__all__ = [
+    "EVERYTHING",
+    "Appended",
+    "Bounds",
+    "EventFilter",
+    "IdempotencyConflict",
+    "Page",
+    "Store",
+    "StoreUnavailable",
+    "open_store",
+]
 
 
 def open_store(settings: Settings) -> Store:
@@ -15,4 +34,12 @@ def open_store(settings: Settings) -> Store:
         from app.store.sqlite import SqliteStore
 
         return SqliteStore(url, poll_interval_s=settings.poll_interval_s)
-    raise ValueError(f"no store for {url!r} yet; use sqlite:///path/to/file.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        # LISTEN/NOTIFY carries "the log advanced"; its poll is only a slow safety net,
+        # so poll_interval_s (SQLite's change detection) does not apply.
+        from app.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(
+        f"no store for {url!r}; use sqlite:///path/to/file.db or postgresql://user@host/db"
+    )

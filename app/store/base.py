@@ -20,6 +20,22 @@ class StoreUnavailable(Exception):
     """The database cannot serve the request now (locked, full, read-only, down)."""
 
 
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was used again with a different body."""
+
+
+IDEMPOTENCY_WINDOW_S = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of one publish: its events, or the first answer when replayed."""
+
+    events: list[Event]  # empty when replayed: nothing new was written
+    receipt: list[tuple[int, str]]  # (id, ts) per event, in order
+    replayed: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which events a reader wants.  ``None`` fields match everything."""
@@ -70,6 +86,19 @@ class Store(Protocol):
 
     async def append(self, drafts: Sequence[Draft]) -> list[Event]:
         """Append in one transaction; returns once durably committed."""
+
+    async def append_once(self, key: str, fingerprint: str, drafts: Sequence[Draft]) -> Appended:
+        """Append unless ``key`` was used in the last 24 h: then return the first receipt
+        (``replayed``), or raise :class:`IdempotencyConflict` if the body differed."""
+
+    async def issue_ticket(self, digest: str, channel: str, expires_at: float) -> None:
+        """Remember a stream ticket (by its digest) until ``expires_at`` (Unix time)."""
+
+    async def redeem_ticket(self, digest: str, channel: str, now: float) -> bool:
+        """Use a ticket once: true if it existed for ``channel`` and had not expired."""
+
+    async def purge_expired(self, now: float) -> int:
+        """Forget idempotency keys older than 24 h and expired tickets."""
 
     async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
         """Up to ``limit`` matching events with ``id > after``, in id order."""

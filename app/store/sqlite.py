@@ -23,16 +23,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from app.config import Retention
 from app.events import Draft, Event, utc_timestamp
-from app.store.base import EVERYTHING, Bounds, EventFilter, HeadWatch, Page, StoreUnavailable
+from app.store.base import (
+    EVERYTHING,
+    IDEMPOTENCY_WINDOW_S,
+    Appended,
+    Bounds,
+    EventFilter,
+    HeadWatch,
+    IdempotencyConflict,
+    Page,
+    StoreUnavailable,
+)
+from app.store.group import AppendRequest, GroupCommitter
 from app.store.migrate import apply_sqlite_migrations
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
-GROUP_COMMIT_MAX_EVENTS = 5000
 TRIM_CHUNK = 10_000
 COLUMNS = "id, type, workflow_id, ts, data"
 
@@ -134,19 +146,47 @@ def _read_tail(conn: sqlite3.Connection, count: int, filt: EventFilter) -> Page:
     return Page([Event.build(*row) for row in reversed(rows)], head)
 
 
-def _commit(conn: sqlite3.Connection, groups: list[Sequence[Draft]]) -> list[list[Event]]:
+def _replay_or_conflict(
+    conn: sqlite3.Connection, request: AppendRequest, now: float
+) -> Appended | Exception | None:
+    row = conn.execute(
+        "SELECT fingerprint, receipt FROM idempotency_keys WHERE key = ? AND created_at >= ?",
+        (request.key, now - IDEMPOTENCY_WINDOW_S),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != request.fingerprint:
+        return IdempotencyConflict(f"Idempotency-Key {request.key!r} was used with another body")
+    return Appended([], [tuple(pair) for pair in orjson.loads(row[1])], replayed=True)
+
+
+def _commit(conn: sqlite3.Connection, requests: list[AppendRequest]) -> list[Appended | Exception]:
+    """One transaction for the whole group; ids and ts come from log_head."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         last_id, last_ts = conn.execute("SELECT last_id, last_ts FROM log_head").fetchone()
         ts = max(utc_timestamp(), last_ts)  # never earlier than the previous event
-        results, rows = [], []
-        for drafts in groups:
+        now = time.time()
+        outcomes: list[Appended | Exception] = []
+        rows = []
+        for request in requests:
+            earlier = _replay_or_conflict(conn, request, now) if request.key else None
+            if earlier is not None:
+                outcomes.append(earlier)
+                continue
             events = []
-            for draft in drafts:
+            for draft in request.drafts:
                 last_id += 1
                 rows.append((last_id, draft.type, draft.workflow_id, ts, draft.data))
                 events.append(Event.build(last_id, draft.type, draft.workflow_id, ts, draft.data))
-            results.append(events)
+            receipt = [(event.id, event.ts) for event in events]
+            if request.key:
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys"
+                    " (key, fingerprint, receipt, created_at) VALUES (?, ?, ?, ?)",
+                    (request.key, request.fingerprint, orjson.dumps(receipt).decode(), now),
+                )
+            outcomes.append(Appended(events, receipt))
         conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
         conn.execute("UPDATE log_head SET last_id = ?, last_ts = ?", (last_id, ts))
         conn.execute("COMMIT")
@@ -154,7 +194,14 @@ def _commit(conn: sqlite3.Connection, groups: list[Sequence[Draft]]) -> list[lis
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return results
+    return outcomes
+
+
+def _purge(conn: sqlite3.Connection, now: float) -> int:
+    keys = conn.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < ?", (now - IDEMPOTENCY_WINDOW_S,)
+    ).rowcount
+    return keys + conn.execute("DELETE FROM stream_tickets WHERE expires_at < ?", (now,)).rowcount
 
 
 def _trim(conn: sqlite3.Connection, retention: Retention) -> int:
@@ -189,9 +236,8 @@ class SqliteStore:
         self._writer = _Thread(self.path, "livefeed-sqlite-writer")
         self._readers = [_Thread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)]
         self._next_reader = 0
-        self._pending: list[tuple[Sequence[Draft], asyncio.Future[list[Event]]]] = []
-        self._pending_added = asyncio.Event()
         self._watch = HeadWatch()
+        self._committer = GroupCommitter(self._commit_group, self._watch.advance)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
@@ -202,10 +248,8 @@ class SqliteStore:
         for reader in self._readers:
             await reader.start()
         self._watch.advance((await self.bounds()).latest_id)
-        self._tasks = [
-            asyncio.create_task(self._commit_loop(), name="livefeed-group-commit"),
-            asyncio.create_task(self._poll_loop(), name="livefeed-sqlite-poll"),
-        ]
+        self._committer.start()
+        self._tasks = [asyncio.create_task(self._poll_loop(), name="livefeed-sqlite-poll")]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -213,9 +257,7 @@ class SqliteStore:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for _, future in self._pending:
-            if not future.done():
-                future.set_exception(StoreUnavailable("the server is shutting down"))
+        await self._committer.stop()
         for thread in [self._writer, *self._readers]:
             await thread.close()
 
@@ -224,40 +266,37 @@ class SqliteStore:
         return self._readers[self._next_reader]
 
     async def append(self, drafts: Sequence[Draft]) -> list[Event]:
-        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._pending.append((drafts, future))
-        self._pending_added.set()
-        return await future
+        return (await self._committer.submit(AppendRequest(drafts))).events
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._pending_added.wait()
-            self._pending_added.clear()
-            while self._pending:
-                batch, size = [], 0
-                while self._pending and (
-                    not batch or size + len(self._pending[0][0]) <= GROUP_COMMIT_MAX_EVENTS
-                ):
-                    item = self._pending.pop(0)
-                    batch.append(item)
-                    size += len(item[0])
-                await self._commit_batch(batch)
+    async def append_once(self, key: str, fingerprint: str, drafts: Sequence[Draft]) -> Appended:
+        return await self._committer.submit(AppendRequest(drafts, key, fingerprint))
 
-    async def _commit_batch(
-        self, batch: list[tuple[Sequence[Draft], asyncio.Future[list[Event]]]]
-    ) -> None:
-        try:
-            results = await self._writer.run(_commit, [drafts for drafts, _ in batch])
-        except Exception as exc:  # every waiter learns; the loop itself never dies
-            error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), events in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(events)
-        self._watch.advance(results[-1][-1].id)
+    async def _commit_group(self, requests: list[AppendRequest]) -> list[Appended | Exception]:
+        return await self._writer.run(_commit, requests)
+
+    async def issue_ticket(self, digest: str, channel: str, expires_at: float) -> None:
+        await self._writer.run(
+            lambda c: c.execute(
+                "INSERT INTO stream_tickets (digest, channel, expires_at) VALUES (?, ?, ?)",
+                (digest, channel, expires_at),
+            )
+        )
+
+    async def redeem_ticket(self, digest: str, channel: str, now: float) -> bool:
+        # one DELETE: of two redemptions racing, on any machine, only one sees a row
+        deleted = await self._writer.run(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM stream_tickets"
+                    " WHERE digest = ? AND channel = ? AND expires_at >= ?",
+                    (digest, channel, now),
+                ).rowcount
+            )
+        )
+        return deleted == 1
+
+    async def purge_expired(self, now: float) -> int:
+        return await self._writer.run(_purge, now)
 
     async def _poll_loop(self) -> None:
         """Notice appends made by other processes (``PRAGMA data_version`` moves)."""

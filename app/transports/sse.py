@@ -16,8 +16,8 @@ from app.errors import ApiError
 from app.events import Control
 from app.hub import Subscription
 from app.runtime import Runtime
-from app.security import check_read_access
 from app.store import StoreUnavailable
+from app.tickets import authorize_stream
 from app.transports.asgi import (
     Receive,
     Scope,
@@ -116,9 +116,8 @@ async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime
         request = parse_stream_request(
             scope["path"], "/sse/", params, header(scope, b"last-event-id")
         )
-        runtime.admission.authenticate(
-            client,
-            lambda: check_read_access(header(scope, b"authorization"), params, runtime.settings),
+        await authorize_stream(
+            runtime, client, header(scope, b"authorization"), params, request.channel
         )
         runtime.admission.acquire(client)
     except ApiError as error:

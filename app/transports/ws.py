@@ -21,8 +21,9 @@ from app.errors import ApiError, CloseCode
 from app.events import Control
 from app.hub import Subscription
 from app.runtime import Runtime
-from app.security import check_read_access, origin_refusal
+from app.security import origin_refusal
 from app.store import StoreUnavailable
+from app.tickets import authorize_stream
 from app.transports.asgi import (
     Receive,
     Scope,
@@ -126,8 +127,8 @@ async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime)
         )
         if refusal is not None:
             raise refusal
-        runtime.admission.authenticate(
-            client, lambda: check_read_access(header(scope, b"authorization"), params, settings)
+        await authorize_stream(
+            runtime, client, header(scope, b"authorization"), params, request.channel
         )
         if runtime.hub.closing:
             raise ApiError(503, "shutting_down", "the server is restarting; reconnect shortly")

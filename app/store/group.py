@@ -1,0 +1,98 @@
+"""Group commit, shared by every engine.
+
+Publishes that arrive while a transaction is being written wait, and are
+then committed together in the next one: N concurrent publishers cost one
+durable commit instead of N.  The engine supplies only ``commit(requests)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from app.events import Draft
+from app.store.base import Appended, StoreUnavailable
+
+MAX_GROUP_EVENTS = 5000
+
+
+@dataclass(slots=True)
+class AppendRequest:
+    """One publish waiting for the next group commit."""
+
+    drafts: Sequence[Draft]
+    key: str | None = None
+    fingerprint: str | None = None
+    future: asyncio.Future[Appended] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+#: An engine's commit: one outcome (or the exception for that request) per request.
+Commit = Callable[[list[AppendRequest]], Awaitable[list[Appended | Exception]]]
+
+
+class GroupCommitter:
+    """Queues append requests and commits them in groups, one group at a time."""
+
+    def __init__(self, commit: Commit, on_committed: Callable[[int], None]) -> None:
+        self._commit = commit
+        self._on_committed = on_committed
+        self._pending: list[AppendRequest] = []
+        self._added = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="livefeed-group-commit")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for request in self._pending:
+            if not request.future.done():
+                request.future.set_exception(StoreUnavailable("the server is shutting down"))
+
+    async def submit(self, request: AppendRequest) -> Appended:
+        self._pending.append(request)
+        self._added.set()
+        return await request.future
+
+    async def _run(self) -> None:
+        while True:
+            await self._added.wait()
+            self._added.clear()
+            while self._pending:
+                group, size = [], 0
+                while self._pending and (
+                    not group or size + len(self._pending[0].drafts) <= MAX_GROUP_EVENTS
+                ):
+                    request = self._pending.pop(0)
+                    group.append(request)
+                    size += len(request.drafts)
+                await self._commit_group(group)
+
+    async def _commit_group(self, group: list[AppendRequest]) -> None:
+        try:
+            outcomes = await self._commit(group)
+        except Exception as exc:  # every waiter learns; the loop itself never dies
+            error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        newest = 0
+        for request, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Appended) and outcome.events:
+                newest = max(newest, outcome.events[-1].id)
+            if request.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
+        if newest:
+            self._on_committed(newest)

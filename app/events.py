@@ -32,12 +32,6 @@ MAX_DATA_DEPTH = 64
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 SSE_SEPARATOR = "\n"
 
-KNOWN_TYPES = (
-    "validation_created", "validation_approved", "validation_rejected", "validation_enhanced",
-    "recommendation_created", "recommendation_approved", "recommendation_rejected",
-    "recommendation_applied", "workflow_started", "workflow_completed", "workflow_failed",
-)
-
 
 class EventIn(BaseModel):
     """One event as a publisher sends it; ``id`` and ``ts`` belong to the store."""

@@ -6,6 +6,7 @@ import logging
 import os
 
 from quart import Quart, Response, request
+from quart_cors import cors
 from quart_schema import Info, QuartSchema
 from werkzeug.exceptions import HTTPException
 
@@ -54,6 +55,40 @@ def _register_error_handlers(app: Quart) -> None:
         )
 
 
+API_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
+
+
+def _add_security_headers(app: Quart) -> None:
+    @app.after_request
+    async def secure(response: Response) -> Response:
+        for name, value in API_SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if response.mimetype != "text/html":  # HTML pages set their own policy
+            response.headers.setdefault("Content-Security-Policy", API_CSP)
+        return response
+
+
+def _add_cors(app: Quart, settings: Settings) -> None:
+    """HTTP CORS for dashboards on other allowed origins (same list as WebSockets)."""
+    if not settings.allowed_origins:
+        return
+    origins = "*" if "*" in settings.allowed_origins else list(settings.allowed_origins)
+    cors(
+        app,
+        allow_origin=origins,
+        allow_headers=CORS_HEADERS,
+        allow_methods=["GET", "POST"],
+        expose_headers=["Idempotent-Replayed", "Retry-After"],
+        max_age=600,
+    )
+
+
 def create_app(settings: Settings | None = None) -> Quart:
     """A fresh app with its own store, hub and metrics, created when serving starts."""
     from app.api import api
@@ -76,6 +111,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         redoc_ui_path="/redocs",
     )
     _register_error_handlers(app)
+    _add_security_headers(app)
+    _add_cors(app, settings)
     app.register_blueprint(api)
     app.register_blueprint(poll)
     app.register_blueprint(ops)

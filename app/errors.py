@@ -34,6 +34,7 @@ HTTP_CODES = {
 JSON_HEADERS = (
     (b"content-type", b"application/json"),
     (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
 )
 
 

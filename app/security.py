@@ -95,6 +95,15 @@ def client_address(peer: str | None, forwarded_for: str | None, settings: Settin
     return hops[0] if hops else peer
 
 
+def cors_origin(origin: str | None, settings: Settings) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value for a cross-origin page, or ``None``."""
+    if origin is None or not settings.allowed_origins:
+        return None
+    if "*" in settings.allowed_origins:
+        return "*"
+    return origin if normalise_origin(origin) in settings.allowed_origins else None
+
+
 def is_loopback(address: str | None) -> bool:
     try:
         return address is not None and ipaddress.ip_address(address).is_loopback

@@ -16,6 +16,7 @@ from app.errors import ApiError
 from app.events import Control
 from app.hub import Subscription
 from app.runtime import Runtime
+from app.security import cors_origin
 from app.store import StoreUnavailable
 from app.tickets import authorize_stream
 from app.transports.asgi import (
@@ -57,17 +58,27 @@ def unavailable(detail: str) -> Control:
     return Control.build("error", error="unavailable", detail=detail)
 
 
-async def _start(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+async def _start(send: Send, scope: Scope, runtime: Runtime) -> None:
+    headers = SSE_HEADERS
+    allowed = cors_origin(header(scope, b"origin"), runtime.settings)
+    if allowed is not None:  # a dashboard served from another allowed origin
+        headers = [
+            *headers,
+            (b"access-control-allow-origin", allowed.encode()),
+            (b"vary", b"Origin"),
+        ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
 
 
 async def _write(send: Send, body: bytes, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})
 
 
-async def _goodbye(send: Send, retry_ms: int, frame: Control) -> None:
+async def _goodbye(
+    send: Send, scope: Scope, runtime: Runtime, retry_ms: int, frame: Control
+) -> None:
     """Answer 200 with a jittered retry hint and one error event, then end."""
-    await _start(send)
+    await _start(send, scope, runtime)
     await _write(send, f"retry: {jitter_ms(retry_ms)}\n".encode() + frame.sse, more=False)
 
 
@@ -76,7 +87,7 @@ def passing_problem(error: ApiError) -> bool:
     return error.status in (429, 503)
 
 
-async def _refuse(send: Send, runtime: Runtime, error: ApiError) -> None:
+async def _refuse(send: Send, scope: Scope, runtime: Runtime, error: ApiError) -> None:
     if passing_problem(error):
         retry_ms = int(error.headers.get("Retry-After", "3")) * 1000
         await _goodbye(
@@ -121,7 +132,7 @@ async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime
         )
         runtime.admission.acquire(client)
     except ApiError as error:
-        await _refuse(send, runtime, error)
+        await _refuse(send, scope, runtime, error)
         return
     try:
         reason = await _stream(scope, receive, send, runtime, request)
@@ -134,7 +145,7 @@ async def _stream(
     scope: Scope, receive: Receive, send: Send, runtime: Runtime, request: StreamRequest
 ) -> str:
     if runtime.hub.closing:
-        await _goodbye(send, runtime.settings.retry_ms, runtime.farewell())
+        await _goodbye(send, scope, runtime, runtime.settings.retry_ms, runtime.farewell())
         return "shutdown"
     started = time.monotonic()
     connections = runtime.metrics.connections.labels("sse")
@@ -142,7 +153,7 @@ async def _stream(
         async with runtime.hub.subscribe(request.filter, request.cursor, request.tail) as sub:
             connections.inc()
             try:
-                await _start(send)
+                await _start(send, scope, runtime)
                 hello = connection_established(request.channel, "sse", sub, request.cursor)
                 await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
                 reason = await race(_pump(send, sub, runtime), _wait_disconnect(receive))
@@ -152,7 +163,7 @@ async def _stream(
                 connections.dec()
     except StoreUnavailable as exc:
         reason = "store_unavailable"
-        await _goodbye(send, runtime.settings.retry_ms, unavailable(str(exc)))
+        await _goodbye(send, scope, runtime, runtime.settings.retry_ms, unavailable(str(exc)))
     log.info(
         "sse closed channel=%s client=%s duration=%.1fs reason=%s",
         request.channel,

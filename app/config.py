@@ -69,6 +69,7 @@ class Settings:
     retry_ms: int = 3000
     write_timeout_s: float = 30.0
     poll_interval_s: float = 0.05
+    sqlite_max_bytes: int | None = None
     max_connections: int = 10_000
     max_connections_per_client: int = 1_000
     publish_rate: str = "5000/second"
@@ -105,7 +106,7 @@ def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: in
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    if not re.fullmatch(r"[0-9]{1,10}", raw):
+    if not re.fullmatch(r"[0-9]{1,13}", raw):
         raise ConfigError(
             f"{name}={raw!r} is not a whole number; set it to a value in {low}..{high}"
         )
@@ -238,6 +239,11 @@ def from_env(env: Mapping[str, str]) -> Settings:
         retry_ms=_integer(env, "LIVEFEED_RETRY_MS", 3000, 0, 3_600_000),
         write_timeout_s=_number(env, "LIVEFEED_WRITE_TIMEOUT_S", 30.0, 0.1, 3600),
         poll_interval_s=_number(env, "LIVEFEED_POLL_INTERVAL_S", 0.05, 0.005, 60),
+        sqlite_max_bytes=(
+            _integer(env, "LIVEFEED_SQLITE_MAX_BYTES", 0, 65_536, 2**40)
+            if env.get("LIVEFEED_SQLITE_MAX_BYTES")
+            else None
+        ),
         max_connections=_integer(env, "LIVEFEED_MAX_CONNECTIONS", 10_000, 1, 1_000_000),
         max_connections_per_client=_integer(
             env, "LIVEFEED_MAX_CONNECTIONS_PER_CLIENT", 1_000, 1, 1_000_000

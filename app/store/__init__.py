@@ -33,7 +33,11 @@ def open_store(settings: Settings) -> Store:
     if url.startswith("sqlite://"):
         from app.store.sqlite import SqliteStore
 
-        return SqliteStore(url, poll_interval_s=settings.poll_interval_s)
+        return SqliteStore(
+            url,
+            poll_interval_s=settings.poll_interval_s,
+            max_bytes=settings.sqlite_max_bytes,
+        )
     if url.startswith(("postgresql://", "postgres://")):
         # LISTEN/NOTIFY carries "the log advanced"; its poll is only a slow safety net,
         # so poll_interval_s (SQLite's change detection) does not apply.

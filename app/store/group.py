@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from app.events import Draft
 from app.store.base import Appended, StoreUnavailable
 
 MAX_GROUP_EVENTS = 5000
+FAILURE_MEMORY_S = 30.0
 
 
 @dataclass(slots=True)
@@ -43,6 +45,15 @@ class GroupCommitter:
         self._pending: list[AppendRequest] = []
         self._added = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failure: tuple[float, str] | None = None
+
+    @property
+    def recent_failure(self) -> str | None:
+        """Why the last commit failed, if it did within ``FAILURE_MEMORY_S`` and none
+        succeeded since: readiness reports it, and forgets it so a quiet node recovers."""
+        if self._failure is None or time.monotonic() - self._failure[0] > FAILURE_MEMORY_S:
+            return None
+        return self._failure[1]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="livefeed-group-commit")
@@ -80,10 +91,12 @@ class GroupCommitter:
             outcomes = await self._commit(group)
         except Exception as exc:  # every waiter learns; the loop itself never dies
             error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
+            self._failure = (time.monotonic(), str(error))
             for request in group:
                 if not request.future.done():
                     request.future.set_exception(error)
             return
+        self._failure = None
         newest = 0
         for request, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, Appended) and outcome.events:

@@ -58,9 +58,10 @@ def sqlite_path(url: str) -> str:
 class _Thread:
     """A sqlite3 connection confined to a thread of its own."""
 
-    def __init__(self, path: str, name: str) -> None:
+    def __init__(self, path: str, name: str, max_bytes: int | None = None) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._path = path
+        self._max_bytes = max_bytes
         self._conn: sqlite3.Connection | None = None
 
     def _connect(self) -> None:
@@ -68,6 +69,9 @@ class _Thread:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        if self._max_bytes is not None:  # a full "disk": appends fail, nothing half-written
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page_size)}")
         self._conn = conn
 
     async def start(self) -> None:
@@ -197,6 +201,12 @@ def _commit(conn: sqlite3.Connection, requests: list[AppendRequest]) -> list[App
     return outcomes
 
 
+def _probe_write_lock(conn: sqlite3.Connection) -> None:
+    """Fails (after the busy timeout) while another process holds the write lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("ROLLBACK")
+
+
 def _purge(conn: sqlite3.Connection, now: float) -> int:
     keys = conn.execute(
         "DELETE FROM idempotency_keys WHERE created_at < ?", (now - IDEMPOTENCY_WINDOW_S,)
@@ -230,10 +240,17 @@ def _trim(conn: sqlite3.Connection, retention: Retention) -> int:
 class SqliteStore:
     """:class:`~app.store.base.Store` on one SQLite file."""
 
-    def __init__(self, url: str, *, poll_interval_s: float = 0.05, readers: int = 2) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        poll_interval_s: float = 0.05,
+        readers: int = 2,
+        max_bytes: int | None = None,
+    ) -> None:
         self.path = sqlite_path(url)
         self._poll_interval_s = poll_interval_s
-        self._writer = _Thread(self.path, "livefeed-sqlite-writer")
+        self._writer = _Thread(self.path, "livefeed-sqlite-writer", max_bytes)
         self._readers = [_Thread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)]
         self._next_reader = 0
         self._watch = HeadWatch()
@@ -349,3 +366,7 @@ class SqliteStore:
 
     async def ping(self) -> None:
         await self._reader().run(lambda c: c.execute("SELECT 1 FROM log_head").fetchone())
+        await self._writer.run(_probe_write_lock)
+        failure = self._committer.recent_failure
+        if failure is not None:
+            raise StoreUnavailable(f"the last append failed: {failure}")

@@ -128,5 +128,5 @@ def create_app(settings: Settings | None = None) -> Quart:
         if runtime is not None:
             await runtime.stop()
 
-    app.asgi_app = StreamRouter(app, app.asgi_app, settings)  # type: ignore[method-assign]
+    app.asgi_app = StreamRouter(app, app.asgi_app, settings)  # type: ignore[assignment, arg-type]
     return app

@@ -101,7 +101,7 @@ async def publish() -> Response:
     )
     _check_json_content_type()
     key = _idempotency_key()
-    raw = await request.get_data(cache=False)
+    raw = await request.get_data(cache=False, as_text=False)
     drafts, batch = drafts_from_body(raw, rt.settings.max_event_bytes)
     started = time.perf_counter()
     try:
@@ -171,6 +171,7 @@ async def stats() -> Response:
     return json_response(
         orjson.dumps(
             {
+                "node": rt.node,
                 "connections": rt.metrics.connection_counts(),
                 "subscribers": rt.hub.subscriber_count,
                 "latest_id": bounds.latest_id,
@@ -213,7 +214,7 @@ async def issue_ticket() -> Response:
     """A one-use ticket for one channel, valid 30 s: body ``{"channel": "..."}``."""
     rt = runtime()
     authorize_read(rt, {})
-    raw = await request.get_data(cache=False)
+    raw = await request.get_data(cache=False, as_text=False)
     body = parse_strict_json(raw) if raw.strip() else {}
     channel = body.get("channel", ALL_EVENTS_CHANNEL) if isinstance(body, dict) else None
     if not isinstance(channel, str):

@@ -33,13 +33,18 @@ SERVER_FLAGS = {
 }
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    """The process environment with the command-line flags written over it."""
     env = dict(os.environ)
     for flag, name in SERVER_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
             env[name] = str(value)
-    return from_env(env)
+    return env
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return from_env(_environment(args))
 
 
 def _client_headers(token: str | None) -> dict[str, str]:
@@ -48,12 +53,14 @@ def _client_headers(token: str | None) -> dict[str, str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.server import run
+    from app.supervisor import Supervisor
 
     settings = _settings(args)
     configure_logging(settings.log_format)
-    if settings.workers > 1:
-        raise ConfigError("LIVEFEED_WORKERS > 1 is not supported yet; run one worker per port")
-    run(settings)
+    if settings.workers > 1 and not args.as_worker:
+        cmd_migrate(args)  # once, before the workers race for it
+        return Supervisor(settings.workers, _environment(args)).run()
+    run(settings, worker=args.as_worker)
     return 0
 
 
@@ -237,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve the API, streams and dashboard")
     _server_flags(serve)
+    serve.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     _server_flags(migrate)

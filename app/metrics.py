@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 TRANSPORTS = ("websocket", "sse", "poll")
 
@@ -13,7 +22,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.connections = Gauge(
-            "livefeed_connections", "Open stream connections", ["transport"], registry=self.registry
+            "livefeed_connections",
+            "Open stream connections",
+            ["transport"],
+            registry=self.registry,
+            multiprocess_mode="livesum",  # summed over live workers
         )
         self.published = Counter(
             "livefeed_events_published",
@@ -41,6 +54,14 @@ class Metrics:
         for transport in TRANSPORTS:
             self.connections.labels(transport)
             self.delivered.labels(transport)
+
+    def exposition(self) -> bytes:
+        """Prometheus text: this process's registry, or every worker's under a supervisor."""
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return generate_latest(combined)
 
     def connection_counts(self) -> dict[str, int]:
         return {t: int(self.connections.labels(t)._value.get()) for t in TRANSPORTS}

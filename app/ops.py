@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response
 
 from app.api import json_response, runtime
@@ -30,6 +30,5 @@ async def readyz() -> Response:
 
 @ops.get("/metrics")
 async def metrics() -> Response:
-    """Prometheus text format, for this process."""
-    body = generate_latest(runtime().metrics.registry)
-    return Response(body, content_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: this process, or all workers under ``--workers``."""
+    return Response(runtime().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -32,6 +34,7 @@ class Runtime:
     metrics: Metrics
     admission: Admission
     started_at: float = field(default_factory=time.time)
+    node: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod

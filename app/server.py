@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -28,10 +30,22 @@ BACKLOG = 2048
 MAX_CLIENT_FRAME_BYTES = 64 * 1024
 
 
-def hypercorn_config(settings: Settings) -> Config:
+def shared_port_socket(settings: Settings) -> socket.socket:
+    """A listening socket with SO_REUSEPORT: each worker binds the same port and
+    the kernel spreads new connections over them."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((settings.host, settings.port))
+    return sock
+
+
+def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> Config:
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"{host}:{settings.port}"]
+    config.bind = [f"fd://{sock.fileno()}"] if sock else [f"{host}:{settings.port}"]
     config.backlog = BACKLOG  # the default 100 drops a dashboard fleet reconnecting at once
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
@@ -55,23 +69,28 @@ async def _until_signalled(app_extensions: dict[str, object]) -> None:
         await asyncio.sleep(0.05)  # let the farewell frames reach the sockets
 
 
-async def serve_forever(settings: Settings) -> None:
+async def serve_forever(settings: Settings, sock: socket.socket | None = None) -> None:
     app = create_app(settings)
     log.info(
-        "Livefeed on http://%s:%d (store: %s)",
+        "Livefeed on http://%s:%d (store: %s, pid %d)",
         settings.host,
         settings.port,
         settings.database_url.split("@")[-1],
+        os.getpid(),
     )
     await serve(
-        app, hypercorn_config(settings), shutdown_trigger=lambda: _until_signalled(app.extensions)
+        app,
+        hypercorn_config(settings, sock),
+        shutdown_trigger=lambda: _until_signalled(app.extensions),
     )
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, worker: bool = False) -> None:
+    """Serve in this process; a worker shares its port with its siblings."""
+    sock = shared_port_socket(settings) if worker else None
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve_forever(settings))
+        asyncio.run(serve_forever(settings, sock))
     else:
-        uvloop.run(serve_forever(settings))
+        uvloop.run(serve_forever(settings, sock))

@@ -67,6 +67,7 @@ class ServerProcess:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # so kill() also reaches workers under --workers
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -89,7 +90,12 @@ class ServerProcess:
             return self.process.wait()
 
     def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+        """SIGKILL the server and every process it started."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -161,3 +167,64 @@ def event_ids(messages: list[SSEMessage]) -> list[int]:
 
 
 CONTROL_TYPES = {"connection_established", "heartbeat", "replay_truncated", "error", "pong"}
+
+
+def fresh_postgres_url() -> str:
+    """A new, empty PostgreSQL database of its own; dropped when the process exits.
+
+    One database per caller keeps test runs (and parallel runs) from seeing
+    each other's events.  The server is found at ``LIVEFEED_TEST_POSTGRES_URL``
+    or on 127.0.0.1:5432 with trust auth (user ``postgres``, else ``root``).
+    No reachable server skips on a developer machine but fails in CI
+    (``CI=true``), so CI can never pass without having tested PostgreSQL.
+    """
+    import atexit
+    import secrets
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlsplit
+
+    import asyncpg
+    import pytest
+
+    configured = os.environ.get("LIVEFEED_TEST_POSTGRES_URL")
+    candidates = (
+        [configured]
+        if configured
+        else [
+            "postgresql://postgres@127.0.0.1:5432/postgres",
+            "postgresql://root@127.0.0.1:5432/test",
+        ]
+    )
+    name = f"livefeed_test_{secrets.token_hex(6)}"
+
+    async def execute(statement: str, admins: list[str]) -> tuple[str | None, list[str]]:
+        """Run ``statement`` on the first server that answers; returns its URL."""
+        errors = []
+        for admin in admins:
+            try:
+                conn = await asyncpg.connect(admin, timeout=3)
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                errors.append(f"{urlsplit(admin).netloc}: {exc}")
+                continue
+            try:
+                await conn.execute(statement)
+            finally:
+                await conn.close()
+            return admin, errors
+        return None, errors
+
+    # A loop of its own in a thread of its own: the caller may be inside a running loop.
+    with ThreadPoolExecutor(1) as pool:
+        create = f"CREATE DATABASE {name} TEMPLATE template0"
+        admin, errors = pool.submit(lambda: asyncio.run(execute(create, candidates))).result()
+    if admin is None:
+        message = (
+            f"PostgreSQL is not reachable ({'; '.join(errors)}); start it with: "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    atexit.register(lambda: asyncio.run(execute(drop, [admin])))  # no loop runs at exit
+    return urlsplit(admin)._replace(path=f"/{name}").geturl()

@@ -77,7 +77,8 @@ class GroupCommitter:
             await self._added.wait()
             self._added.clear()
             while self._pending:
-                group, size = [], 0
+                group: list[AppendRequest] = []
+                size = 0
                 while self._pending and (
                     not group or size + len(self._pending[0].drafts) <= MAX_GROUP_EVENTS
                 ):

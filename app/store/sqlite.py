@@ -110,7 +110,8 @@ def _explain(exc: sqlite3.Error) -> str:
 
 
 def _where(after: int, head: int, filt: EventFilter) -> tuple[str, list[Any]]:
-    clauses, params = ["id > ?", "id <= ?"], [after, head]
+    clauses: list[str] = ["id > ?", "id <= ?"]
+    params: list[Any] = [after, head]
     if filt.workflow_id is not None:
         clauses.append("workflow_id = ?")
         params.append(filt.workflow_id)

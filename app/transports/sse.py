@@ -42,8 +42,9 @@ SSE_HEADERS = [
 
 
 def connection_established(
-    channel: str, transport: str, sub: Subscription, cursor: int | None
+    channel: str, transport: str, sub: Subscription, cursor: int | None, node: str
 ) -> Control:
+    """The first frame of every stream; ``node`` says which server process answered."""
     return Control.build(
         "connection_established",
         workflow_id=channel,
@@ -51,6 +52,7 @@ def connection_established(
         transport=transport,
         latest_id=sub.latest_id,
         resumed_from=cursor,
+        node=node,
     )
 
 
@@ -90,9 +92,8 @@ def passing_problem(error: ApiError) -> bool:
 async def _refuse(send: Send, scope: Scope, runtime: Runtime, error: ApiError) -> None:
     if passing_problem(error):
         retry_ms = int(error.headers.get("Retry-After", "3")) * 1000
-        await _goodbye(
-            send, retry_ms, Control.build("error", error=error.code, detail=error.detail)
-        )
+        notice = Control.build("error", error=error.code, detail=error.detail)
+        await _goodbye(send, scope, runtime, retry_ms, notice)
     else:
         await send_error(send, error)
 
@@ -154,7 +155,9 @@ async def _stream(
             connections.inc()
             try:
                 await _start(send, scope, runtime)
-                hello = connection_established(request.channel, "sse", sub, request.cursor)
+                hello = connection_established(
+                    request.channel, "sse", sub, request.cursor, runtime.node
+                )
                 await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
                 reason = await race(_pump(send, sub, runtime), _wait_disconnect(receive))
                 if reason in ("shutdown", "store_unavailable"):

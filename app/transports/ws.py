@@ -154,7 +154,9 @@ async def _serve(
             await send({"type": "websocket.accept"})
             connections.inc()
             try:
-                hello = connection_established(request.channel, "websocket", sub, request.cursor)
+                hello = connection_established(
+                    request.channel, "websocket", sub, request.cursor, runtime.node
+                )
                 await _send_text(send, hello.text)
                 closed = await race(_pump(send, sub, runtime), _read_client(receive, send))
             except Exception:

@@ -1,0 +1,71 @@
+"""``--workers N``: N serving processes on one port, one log.
+
+Each worker is a full Livefeed process (its own hub, its own store
+connections) bound to the same port with SO_REUSEPORT; the log's database is
+what they share, and each hub notices the others' appends by itself.  The
+supervisor only starts them, forwards SIGTERM/SIGINT so each says its own
+graceful goodbye, and restarts a worker that dies.  Prometheus metrics are
+summed across workers through ``PROMETHEUS_MULTIPROC_DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import multiprocess
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_S = 1.0
+RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
+
+
+class Supervisor:
+    def __init__(self, workers: int, env: Mapping[str, str]) -> None:
+        self._count = workers
+        self._metrics_dir = tempfile.mkdtemp(prefix="livefeed-metrics-")
+        self._env = {**env, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
+        self._workers: dict[int, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+
+    def _spawn(self, slot: int) -> None:
+        command = [sys.executable, str(RUN_PY), "serve", "--as-worker"]
+        self._workers[slot] = subprocess.Popen(command, env=self._env)
+        log.info("worker %d started (pid %d)", slot, self._workers[slot].pid)
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        self._stopping = True
+        for process in self._workers.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for slot in range(self._count):
+            self._spawn(slot)
+        while self._workers:
+            for slot, process in list(self._workers.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del self._workers[slot]
+                multiprocess.mark_process_dead(process.pid, self._metrics_dir)
+                if not self._stopping:
+                    log.warning("worker %d exited with %s; restarting it", slot, code)
+                    time.sleep(RESTART_DELAY_S)
+                    self._spawn(slot)
+            time.sleep(0.2)
+        for leftover in Path(self._metrics_dir).glob("*.db"):
+            leftover.unlink()
+        os.rmdir(self._metrics_dir)
+        return 0

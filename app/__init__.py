@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from app.config import MAX_BODY_BYTES, Settings, from_env
 from app.errors import HTTP_CODES, ApiError, error_body
 from app.runtime import Runtime
-from app.transports.request import not_found_stream
+from app.transports.request import parse_stream_request
 from app.transports.router import RUNTIME_KEY, StreamRouter
 
 __version__ = "0.1.0"
@@ -27,6 +27,21 @@ def _error_response(error: ApiError) -> Response:
     return response
 
 
+def _stream_path_error(path: str) -> ApiError:
+    """A plain HTTP request for a WebSocket path is told to upgrade; others get the paths."""
+    try:
+        parse_stream_request(path, "/ws/", {}, None)
+    except ApiError as error:
+        return error
+    return ApiError(
+        426,
+        "upgrade_required",
+        f"{path[:100]} is a WebSocket endpoint: connect with a WebSocket client, "
+        "or read the same events over HTTP at /sse/{channel}",
+        {"Upgrade": "websocket"},
+    )
+
+
 def _register_error_handlers(app: Quart) -> None:
     """Every error is JSON ``{"error", "detail"}``, including the framework's own."""
 
@@ -38,7 +53,7 @@ def _register_error_handlers(app: Quart) -> None:
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         if status == 404 and request.path.startswith(("/ws/", "/sse/")):
-            return _error_response(not_found_stream(f"no stream at {request.path[:100]!r}"))
+            return _error_response(_stream_path_error(request.path))
         detail = error.description or HTTP_CODES.get(status, "error")
         api_error = ApiError(status, HTTP_CODES.get(status, "error"), detail)
         if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:

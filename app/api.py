@@ -30,6 +30,7 @@ from app.security import (
 )
 from app.store import Appended, IdempotencyConflict, StoreUnavailable
 from app.tickets import TICKET_TTL_S, ticket_digest
+from app.transports.asgi import request_origin_parts
 from app.transports.request import MAX_CURSOR, channel_filter, parse_stream_request
 from app.transports.router import RUNTIME_KEY
 
@@ -137,9 +138,8 @@ def _idempotency_key() -> str | None:
 
 def _fingerprint(drafts: list[Draft], batch: bool) -> str:
     """Equal for the same events, whatever the body's whitespace or key order."""
-    canonical = orjson.dumps(
-        [batch, [[d.type, d.workflow_id, d.data] for d in drafts]], option=orjson.OPT_SORT_KEYS
-    )
+    events = [[d.type, d.workflow_id, orjson.loads(d.data)] for d in drafts]
+    canonical = orjson.dumps([batch, events], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -200,7 +200,8 @@ async def diagnose_websocket(channel: str) -> Response:
     verdict: dict[str, object] = {"ok": True, "reason": None, "detail": None}
     try:
         parse_stream_request("/ws/" + channel, "/ws/", params, None)
-        refusal = origin_refusal(origin, request.scheme, request.headers.get("Host"), rt.settings)
+        scheme, host = request_origin_parts(request.scope, rt.settings)
+        refusal = origin_refusal(origin, scheme, host, rt.settings)
         if refusal is not None:
             raise refusal
         check_read_access(request.headers.get("Authorization"), params, rt.settings)

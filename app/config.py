@@ -219,7 +219,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
             "secrets so that a dashboard's read token cannot publish"
         )
     retention = env.get("LIVEFEED_RETENTION")
-    log_format = env.get("LIVEFEED_LOG_FORMAT", "text")
+    log_format = env.get("LIVEFEED_LOG_FORMAT") or "text"
     if log_format not in ("text", "json"):
         raise ConfigError(f"LIVEFEED_LOG_FORMAT={log_format!r}: use 'text' or 'json'")
     return Settings(

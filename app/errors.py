@@ -25,6 +25,7 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     421: "misdirected_request",
     422: "unprocessable",
+    426: "upgrade_required",
     429: "rate_limited",
     431: "headers_too_large",
     500: "internal_error",

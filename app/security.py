@@ -81,6 +81,10 @@ def _within(address: str, networks: tuple[str, ...]) -> bool:
     return any(ip in ipaddress.ip_network(net) for net in networks)
 
 
+def is_trusted_proxy(peer: str, settings: Settings) -> bool:
+    return _within(peer, settings.trust_proxy)
+
+
 def client_address(peer: str | None, forwarded_for: str | None, settings: Settings) -> str:
     """The client's address: the peer, or behind a trusted proxy the nearest
     untrusted hop of ``X-Forwarded-For`` (so not every client looks like loopback)."""

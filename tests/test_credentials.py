@@ -37,7 +37,12 @@ def test_same_key_with_another_body_is_422(server: ServerProcess):
     assert publish(server, {"type": "a"}, "k1").status_code == 201
     assert_error(publish(server, {"type": "b"}, "k1"), 422, "idempotency_key_reused")
     assert_error(publish(server, {"type": "a"}, "x" * 129), 400, "bad_idempotency_key")
-    assert len(server.events()) == 1
+    ordered = publish(server, {"type": "c", "data": {"x": 1, "y": 2}}, "k2")
+    reordered = httpx.post(server.url + "/api/events", timeout=10,
+                           content=b'{"data": {"y": 2, "x": 1}, "type": "c"}',
+                           headers={"Content-Type": "application/json", "Idempotency-Key": "k2"})
+    assert reordered.status_code == 201 and reordered.json() == ordered.json()
+    assert len(server.events()) == 2
 
 
 def test_concurrent_attempts_with_one_key_write_once(server: ServerProcess):

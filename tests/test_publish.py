@@ -141,4 +141,6 @@ def test_framework_errors_are_json(server: ServerProcess):
     body = assert_error(httpx.get(server.url + "/sse/validation_updates/"), 404)
     assert "/sse/{channel}" in body["detail"] and "/ws/{channel}" in body["detail"]
     assert_error(httpx.get(server.url + "/api/events/999"), 404)
+    upgrade = assert_error(httpx.get(server.url + "/ws/validation_updates"), 426)
+    assert "WebSocket" in upgrade["detail"]
     assert_error(httpx.get(server.url + "/api/events/99999999999999999999"), 404)

@@ -194,7 +194,13 @@ def test_replay_truncated_after_trim(server: ServerProcess):
         "oldest_available": ids[-4],
     }
     assert event_ids(messages) == ids[-4:]
-    assert get(server, after=2).json()["notices"][0]["reason"] == "trimmed"
+    page = get(server, after=2, wait=5).json()  # answers at once; next_after moves on
+    assert page["notices"][0]["reason"] == "trimmed"
+    assert [e["id"] for e in page["events"]] == ids[-4:] and page["next_after"] == ids[-1]
+    assert get(server, after=ids[-1], wait="0.2").json()["notices"] == []
+    assert [e["id"] for e in get(server, workflow_id="validation_updates").json()["events"]] == ids[
+        -4:
+    ]
 
 
 def test_export_20000_events_as_ndjson_and_csv(server: ServerProcess):

@@ -120,3 +120,20 @@ def test_cors_for_allowed_origins_only(guarded: ServerProcess):
             return response.headers
 
     assert asyncio.run(sse_headers())["access-control-allow-origin"] == "https://app.example.com"
+
+
+def test_same_origin_behind_a_tls_proxy_uses_forwarded_proto_and_host(start_server):
+    """Behind a trusted proxy that terminates TLS, https://public.example is same-origin."""
+    server = start_server(LIVEFEED_TRUST_PROXY="127.0.0.1")
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"}
+
+    async def open_with(headers: dict[str, str]) -> int:
+        try:
+            async with connect(server.ws_url + "/ws/validation_updates",
+                               origin="https://public.example", additional_headers=headers):
+                return 101
+        except InvalidStatus as refused:
+            return refused.response.status_code
+
+    assert asyncio.run(open_with(forwarded)) == 101
+    assert asyncio.run(open_with({})) == 403

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from app.config import Settings
 from app.errors import JSON_HEADERS, ApiError
-from app.security import client_address
+from app.security import client_address, is_trusted_proxy
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,6 +44,17 @@ def scope_client(scope: Scope, settings: Settings) -> str:
     """The client's address for limits and the loopback rule (proxy-aware)."""
     peer = (scope.get("client") or (None,))[0]
     return client_address(peer, header(scope, b"x-forwarded-for"), settings)
+
+
+def request_origin_parts(scope: Scope, settings: Settings) -> tuple[str, str | None]:
+    """The scheme and host the browser used: behind a trusted proxy (TLS terminated
+    there) those are X-Forwarded-Proto/-Host, otherwise the request's own."""
+    scheme, host = scope.get("scheme", "http"), header(scope, b"host")
+    peer = (scope.get("client") or (None,))[0]
+    if peer is not None and is_trusted_proxy(peer, settings):
+        scheme = header(scope, b"x-forwarded-proto") or scheme
+        host = header(scope, b"x-forwarded-host") or host
+    return scheme, host
 
 
 def jitter_ms(base_ms: int) -> int:

@@ -21,7 +21,7 @@ from quart_schema import document_querystring, document_response
 
 from app.api import authorize_read, json_response, request_client, runtime, store_unavailable
 from app.errors import ApiError, bad_request
-from app.events import WORKFLOW_ID_RE, Control, Event, utc_timestamp
+from app.events import ALL_EVENTS_CHANNEL, WORKFLOW_ID_RE, Control, Event, utc_timestamp
 from app.runtime import Runtime
 from app.schemas import Error, EventPage, EventQuery
 from app.store import EventFilter, StoreUnavailable
@@ -87,6 +87,8 @@ def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> Repl
         )
     raw_after, raw_limit, raw_wait = (single(params, n) for n in ("after", "limit", "wait"))
     workflow_id = single(params, "workflow_id")
+    if workflow_id == ALL_EVENTS_CHANNEL:  # the all-events channel's name, as on streams
+        workflow_id = None
     if workflow_id is not None and not WORKFLOW_ID_RE.fullmatch(workflow_id):
         raise bad_request("bad_parameter", f"workflow_id={workflow_id[:40]!r} is not a workflow id")
     since, until = single(params, "since"), single(params, "until")
@@ -183,6 +185,7 @@ async def _page(rt: Runtime, query: ReplayQuery, client: str) -> Response:
                 oldest_available=bounds.oldest_id,
             )
         )
+        after = bounds.oldest_id - 1  # what follows is the oldest kept; never spin on it
     page = await rt.store.read(after, query.limit + 1, query.filter)
     events = page.events
     if not events and query.wait > 0 and not notices:

@@ -32,6 +32,7 @@ from app.transports.asgi import (
     query_params,
     race,
     refuse_websocket,
+    request_origin_parts,
     scope_client,
 )
 from app.transports.request import StreamRequest, parse_stream_request
@@ -122,9 +123,8 @@ async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime)
         request = parse_stream_request(
             scope["path"], "/ws/", params, header(scope, b"last-event-id")
         )
-        refusal = origin_refusal(
-            header(scope, b"origin"), scope.get("scheme", "ws"), header(scope, b"host"), settings
-        )
+        scheme, host = request_origin_parts(scope, settings)
+        refusal = origin_refusal(header(scope, b"origin"), scheme, host, settings)
         if refusal is not None:
             raise refusal
         await authorize_stream(

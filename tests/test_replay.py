@@ -264,3 +264,15 @@ def test_get_one_event(server: ServerProcess):
     [event_id] = server.publish({"type": "one", "data": {"k": "v"}})
     body = httpx.get(f"{server.url}/api/events/{event_id}").json()
     assert body["type"] == "one" and body["data"] == {"k": "v"}
+
+
+def test_background_retention_trims_by_count(server: ServerProcess):
+    """LIVEFEED_RETENTION trims in the background (at start, then about once a minute)."""
+    ids = server.publish([{"type": "t"} for _ in range(10)])
+    server.stop()
+    server.env["LIVEFEED_RETENTION"] = "5"
+    server.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(server.events()) != 5:
+        time.sleep(0.1)
+    assert [e["id"] for e in server.events()] == ids[-5:]

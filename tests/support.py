@@ -37,10 +37,12 @@ def free_port() -> int:
 class ServerProcess:
     """One Livefeed server; stop/start keeps the port and the database."""
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, env: dict[str, str] | None = None, database_url: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.database_url = f"sqlite:///{workdir / 'livefeed.db'}"
+        self.database_url = database_url or f"sqlite:///{workdir / 'livefeed.db'}"
         self.env = {
             "LIVEFEED_HEARTBEAT_S": "30",
             "LIVEFEED_DATABASE_URL": self.database_url,

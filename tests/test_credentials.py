@@ -119,6 +119,7 @@ def test_a_ticket_is_scoped_to_its_channel(secured: ServerProcess):
     assert event_ids(messages) == [1]
 
 
+@pytest.mark.sqlite_only
 def test_an_expired_ticket_is_refused(secured: ServerProcess):
     """Tickets last 30 s; the check uses the database, so it holds on every machine."""
     old = ticket(secured)

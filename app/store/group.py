@@ -18,6 +18,7 @@ from app.store.base import Appended, StoreUnavailable
 
 MAX_GROUP_EVENTS = 5000
 FAILURE_MEMORY_S = 30.0
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -46,6 +47,8 @@ class GroupCommitter:
         self._added = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failure: tuple[float, str] | None = None
+        self._in_flight: list[AppendRequest] = []
+        self._closed = False
 
     @property
     def recent_failure(self) -> str | None:
@@ -59,21 +62,30 @@ class GroupCommitter:
         self._task = asyncio.create_task(self._run(), name="livefeed-group-commit")
 
     async def stop(self) -> None:
+        """Commit what is already queued (a publisher waits for its answer), then stop;
+        whatever is still unanswered after ``STOP_TIMEOUT_S`` learns the store closed."""
+        self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for request in self._pending:
+            self._added.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        for request in [*self._in_flight, *self._pending]:
             if not request.future.done():
-                request.future.set_exception(StoreUnavailable("the server is shutting down"))
+                request.future.set_exception(StoreUnavailable("the store has closed"))
 
     async def submit(self, request: AppendRequest) -> Appended:
+        if self._closed:
+            raise StoreUnavailable("the store is closing; retry on another node or shortly")
         self._pending.append(request)
         self._added.set()
         return await request.future
 
     async def _run(self) -> None:
-        while True:
+        while not (self._closed and not self._pending):
             await self._added.wait()
             self._added.clear()
             while self._pending:
@@ -85,17 +97,18 @@ class GroupCommitter:
                     request = self._pending.pop(0)
                     group.append(request)
                     size += len(request.drafts)
+                self._in_flight = group
                 await self._commit_group(group)
+                self._in_flight = []
 
     async def _commit_group(self, group: list[AppendRequest]) -> None:
         try:
             outcomes = await self._commit(group)
         except Exception as exc:  # every waiter learns; the loop itself never dies
-            error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
-            self._failure = (time.monotonic(), str(error))
+            self._failure = (time.monotonic(), str(exc))
             for request in group:
                 if not request.future.done():
-                    request.future.set_exception(error)
+                    request.future.set_exception(StoreUnavailable(str(exc)))
             return
         self._failure = None
         newest = 0

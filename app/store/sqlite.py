@@ -138,7 +138,7 @@ def _read(conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter) -
         f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?", [*params, limit]
     ).fetchall()
     events = [Event.build(*row) for row in rows]
-    scanned_to = events[-1].id if len(events) == limit else max(head, after)
+    scanned_to = events[-1].id if events and len(events) == limit else max(head, after)
     return Page(events, scanned_to)
 
 

@@ -7,14 +7,19 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # Browser tests drive Debian's Chromium with Playwright (its own browser
-# downloads are not used).  Installed here when we can; otherwise those tests
-# skip on a developer machine, and fail in CI.
-if [ ! -x /usr/bin/chromium ]; then
+# downloads are not used); the multi-node test runs Debian's nginx in front of
+# two servers.  Installed here when we can; otherwise those tests skip on a
+# developer machine, and fail in CI.  PostgreSQL tests use the server on
+# 127.0.0.1:5432 (or LIVEFEED_TEST_POSTGRES_URL).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-liberation)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "note: /usr/bin/chromium is missing; install Debian's chromium to run browser tests" >&2
+        echo "note: missing ${missing[*]}; install them to run the browser and proxy tests" >&2
     fi
 fi
 

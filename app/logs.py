@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+SECRET_PARAMETER = re.compile(r"\b(access_token|ticket)=[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """Credentials in URLs never reach a log line, whoever logs the URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_PARAMETER.sub(r"\1=[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 class JsonFormatter(logging.Formatter):

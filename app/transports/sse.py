@@ -153,6 +153,12 @@ async def _stream(
     try:
         async with runtime.hub.subscribe(request.filter, request.cursor, request.tail) as sub:
             connections.inc()
+            log.info(
+                "sse opened channel=%s client=%s cursor=%s",
+                request.channel,
+                scope_client(scope, runtime.settings),
+                request.cursor,
+            )
             try:
                 await _start(send, scope, runtime)
                 hello = connection_established(

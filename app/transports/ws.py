@@ -153,6 +153,12 @@ async def _serve(
         async with runtime.hub.subscribe(request.filter, request.cursor, request.tail) as sub:
             await send({"type": "websocket.accept"})
             connections.inc()
+            log.info(
+                "websocket opened channel=%s client=%s cursor=%s",
+                request.channel,
+                scope_client(scope, runtime.settings),
+                request.cursor,
+            )
             try:
                 hello = connection_established(
                     request.channel, "websocket", sub, request.cursor, runtime.node

@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         BODY_TIMEOUT=30,
+        SEND_FILE_MAX_AGE_DEFAULT=0,  # revalidate static files, so a deploy reaches browsers
         JSON_SORT_KEYS=False,
     )
     QuartSchema(

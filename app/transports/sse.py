@@ -42,7 +42,7 @@ SSE_HEADERS = [
 
 
 def connection_established(
-    channel: str, transport: str, sub: Subscription, cursor: int | None, node: str
+    channel: str, transport: str, sub: Subscription, cursor: int | None, runtime: Runtime
 ) -> Control:
     """The first frame of every stream; ``node`` says which server process answered."""
     return Control.build(
@@ -52,7 +52,7 @@ def connection_established(
         transport=transport,
         latest_id=sub.latest_id,
         resumed_from=cursor,
-        node=node,
+        node=runtime.node,
     )
 
 
@@ -162,7 +162,7 @@ async def _stream(
             try:
                 await _start(send, scope, runtime)
                 hello = connection_established(
-                    request.channel, "sse", sub, request.cursor, runtime.node
+                    request.channel, "sse", sub, request.cursor, runtime
                 )
                 await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
                 reason = await race(_pump(send, sub, runtime), _wait_disconnect(receive))

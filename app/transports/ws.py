@@ -161,7 +161,7 @@ async def _serve(
             )
             try:
                 hello = connection_established(
-                    request.channel, "websocket", sub, request.cursor, runtime.node
+                    request.channel, "websocket", sub, request.cursor, runtime
                 )
                 await _send_text(send, hello.text)
                 closed = await race(_pump(send, sub, runtime), _read_client(receive, send))

@@ -100,9 +100,9 @@ async def test_one_stuck_client_does_not_slow_200_others(start_server):
     stuck = stuck_sse_socket(server)
     latencies: list[float] = []
     events = 40
+    readers: list[asyncio.StreamReader] = []
+    writers: list[asyncio.StreamWriter] = []
     try:
-        readers = []
-        writers = []
         for _ in range(200):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(
@@ -126,10 +126,11 @@ async def test_one_stuck_client_does_not_slow_200_others(start_server):
                 await asyncio.sleep(0.05)
         async with asyncio.timeout(30):
             await asyncio.gather(*tasks)
-        for writer in writers:
-            writer.close()
     finally:
         stuck.close()
+        for writer in writers:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
     assert len(latencies) == 200 * events
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)]

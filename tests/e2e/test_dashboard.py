@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +25,12 @@ import pytest
 
 IN_CI = os.environ.get("CI") == "true"
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, WebSocketRoute, sync_playwright
+    from playwright.sync_api import BrowserContext, Page, WebSocketRoute
 except ImportError:  # pragma: no cover - depends on the machine
     if IN_CI:
         raise
     pytest.skip("the playwright package is not installed", allow_module_level=True)
 
-CHROMIUM = os.environ.get("LIVEFEED_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = float(os.environ.get("LIVEFEED_E2E_SLOWDOWN", "1"))  # scales every timeout below
@@ -67,32 +58,6 @@ def ms(seconds: float) -> float:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing: apt-get install chromium"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile; fails the test if any page throws."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    ctx.on("page", lambda page: page.on("pageerror", lambda exc: errors.append(str(exc))))
-    yield ctx
-    ctx.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 # --------------------------------------------------------------------------- helpers

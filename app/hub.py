@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from app.events import Control, Event, Frame, utc_timestamp
-from app.store import EVERYTHING, EventFilter, Store, StoreUnavailable
+from app.store import EVERYTHING, Bounds, EventFilter, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,26 @@ class HubStats:
 
     fell_behind: int = 0
     dispatched: int = 0
+
+
+def resume_point(cursor: int, bounds: Bounds) -> tuple[int, Control | None]:
+    """Where reading after ``cursor`` really starts, and the notice that says why not
+    at the cursor: one from another database ("ahead": re-sync to the newest id) or
+    older than the oldest event kept ("trimmed": those are gone, even from memory)."""
+    if cursor > bounds.latest_id:
+        notice = Control.build(
+            "replay_truncated", reason="ahead", requested_after=cursor, latest_id=bounds.latest_id
+        )
+        return bounds.latest_id, notice
+    if cursor < bounds.oldest_id - 1:
+        notice = Control.build(
+            "replay_truncated",
+            reason="trimmed",
+            requested_after=cursor,
+            oldest_available=bounds.oldest_id,
+        )
+        return bounds.oldest_id - 1, notice
+    return cursor, None
 
 
 class Subscription:
@@ -194,28 +214,10 @@ class Hub:
                 page = await self.store.read_tail(tail, filter)
                 first.extend(page.events)
                 start = page.scanned_to
-        elif cursor > bounds.latest_id:
-            first.append(
-                Control.build(
-                    "replay_truncated",
-                    reason="ahead",
-                    requested_after=cursor,
-                    latest_id=bounds.latest_id,
-                )
-            )
-            start = bounds.latest_id
         else:
-            start = cursor
-            if cursor < bounds.oldest_id - 1:
-                start = bounds.oldest_id - 1  # not from memory: trimmed means gone
-                first.append(
-                    Control.build(
-                        "replay_truncated",
-                        reason="trimmed",
-                        requested_after=cursor,
-                        oldest_available=bounds.oldest_id,
-                    )
-                )
+            start, notice = resume_point(cursor, bounds)
+            if notice is not None:
+                first.append(notice)
         sub = Subscription(self, filter, start, bounds.latest_id, first)
         self._subscriptions.add(sub)
         try:

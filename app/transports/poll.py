@@ -22,6 +22,7 @@ from quart_schema import document_querystring, document_response
 from app.api import authorize_read, json_response, request_client, runtime, store_unavailable
 from app.errors import ApiError, bad_request
 from app.events import ALL_EVENTS_CHANNEL, WORKFLOW_ID_RE, Control, Event, utc_timestamp
+from app.hub import resume_point
 from app.runtime import Runtime
 from app.schemas import Error, EventPage, EventQuery
 from app.store import EventFilter, StoreUnavailable
@@ -164,28 +165,8 @@ async def _long_poll(
 
 async def _page(rt: Runtime, query: ReplayQuery, client: str) -> Response:
     bounds = await rt.store.bounds()
-    notices: list[Control] = []
-    after = query.after
-    if after > bounds.latest_id:  # another database's cursor: re-sync the client
-        notices.append(
-            Control.build(
-                "replay_truncated",
-                reason="ahead",
-                requested_after=after,
-                latest_id=bounds.latest_id,
-            )
-        )
-        after = bounds.latest_id
-    elif after < bounds.oldest_id - 1:
-        notices.append(
-            Control.build(
-                "replay_truncated",
-                reason="trimmed",
-                requested_after=after,
-                oldest_available=bounds.oldest_id,
-            )
-        )
-        after = bounds.oldest_id - 1  # what follows is the oldest kept; never spin on it
+    after, notice = resume_point(query.after, bounds)  # never spins on a trimmed cursor
+    notices = [notice] if notice is not None else []
     page = await rt.store.read(after, query.limit + 1, query.filter)
     events = page.events
     if not events and query.wait > 0 and not notices:

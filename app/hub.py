@@ -77,6 +77,7 @@ class Subscription:
         self._wake = asyncio.Event()
         self._closing: Control | None = None
         self._finished = False
+        self.replaying = True  # whether the last batch came from the log, not live
 
     # Called by the hub; none of these ever awaits.
 
@@ -117,7 +118,7 @@ class Subscription:
                 return [*self._take_pending(), self._closing]
             if self._overflowed:
                 self._overflowed = False
-                self._hub.stats.fell_behind += 1
+                self._hub.note_fell_behind()
             if not self._live:
                 frames = self._take_pending()
                 events = self._try_go_live()
@@ -126,6 +127,7 @@ class Subscription:
                     self.cursor = page.scanned_to
                     events = page.events
                 if frames or events:
+                    self.replaying = True
                     return [*frames, *events]
                 continue
             if self._queue or self._pending:
@@ -135,6 +137,7 @@ class Subscription:
                     self._queue.clear()
                     self.cursor = events[-1].id
                     frames.extend(events)
+                self.replaying = False
                 return frames
             self._wake.clear()
             await self._wake.wait()
@@ -162,8 +165,16 @@ class Subscription:
 class Hub:
     """Tails the log once per process and fans each event out to subscribers."""
 
-    def __init__(self, store: Store, *, queue_size: int, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue_size: int,
+        heartbeat_s: float,
+        on_fell_behind: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
+        self._on_fell_behind = on_fell_behind
         self.queue_size = queue_size
         self.heartbeat_s = heartbeat_s
         self.dispatched_id = 0
@@ -196,6 +207,11 @@ class Hub:
         self.closing = True
         for sub in self._subscriptions:
             sub.close(farewell())
+
+    def note_fell_behind(self) -> None:
+        self.stats.fell_behind += 1
+        if self._on_fell_behind is not None:
+            self._on_fell_behind()
 
     @property
     def subscriber_count(self) -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,6 +15,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from app.events import Event, Frame
 
 TRANSPORTS = ("websocket", "sse", "poll")
 
@@ -45,6 +50,24 @@ class Metrics:
             ["transport", "reason"],
             registry=self.registry,
         )
+        self.replayed = Counter(
+            "livefeed_events_replayed",
+            "Events written to clients from the log while catching up (part of delivered)",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.fell_behind = Counter(
+            "livefeed_fell_behind",
+            "Times a live subscriber's queue overflowed and it went back to reading the log",
+            registry=self.registry,
+        )
+        self.delivery_lag = Histogram(
+            "livefeed_delivery_lag_seconds",
+            "Time from an event's commit to its live delivery (last event of each write)",
+            ["transport"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
         self.publish_latency = Histogram(
             "livefeed_publish_latency_seconds",
             "Time from request to durable commit",
@@ -54,6 +77,19 @@ class Metrics:
         for transport in TRANSPORTS:
             self.connections.labels(transport)
             self.delivered.labels(transport)
+            self.replayed.labels(transport)
+
+    def record_delivery(self, transport: str, frames: Sequence[Frame], replayed: bool) -> None:
+        """Count a write of ``frames``; live writes also measure commit-to-delivery lag."""
+        events = [frame for frame in frames if isinstance(frame, Event)]
+        if not events:
+            return
+        self.delivered.labels(transport).inc(len(events))
+        if replayed:
+            self.replayed.labels(transport).inc(len(events))
+            return
+        committed = datetime.fromisoformat(events[-1].ts).timestamp()
+        self.delivery_lag.labels(transport).observe(max(0.0, time.time() - committed))
 
     def exposition(self) -> bytes:
         """Prometheus text: this process's registry, or every worker's under a supervisor."""

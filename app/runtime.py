@@ -41,9 +41,15 @@ class Runtime:
     async def start(cls, settings: Settings, store: Store | None = None) -> Runtime:
         store = store or open_store(settings)
         await store.open()
-        hub = Hub(store, queue_size=settings.queue_size, heartbeat_s=settings.heartbeat_s)
+        metrics = Metrics()
+        hub = Hub(
+            store,
+            queue_size=settings.queue_size,
+            heartbeat_s=settings.heartbeat_s,
+            on_fell_behind=metrics.fell_behind.inc,
+        )
         await hub.start()
-        runtime = cls(settings, store, hub, Metrics(), Admission(settings))
+        runtime = cls(settings, store, hub, metrics, Admission(settings))
         runtime.tasks.append(asyncio.create_task(runtime._maintain_forever(settings.retention)))
         if settings.demo_rate > 0:
             from app.demo import publish_demo_events

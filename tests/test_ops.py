@@ -37,6 +37,8 @@ def test_health_readiness_stats_and_metrics(server: ServerProcess):
         async with connect(server.ws_url + "/ws/validation_updates?last_event_id=0") as ws:
             for _ in range(4):
                 await ws.recv()
+            server.publish({"type": "live"})
+            await ws.recv()
             async with httpx.AsyncClient() as client:
                 stats = (await client.get(server.url + "/api/stats")).json()
                 metrics = (await client.get(server.url + "/metrics")).text
@@ -44,10 +46,12 @@ def test_health_readiness_stats_and_metrics(server: ServerProcess):
 
     stats, metrics = asyncio.run(with_stream())
     assert stats["connections"] == {"websocket": 1, "sse": 0, "poll": 0}
-    assert stats["latest_id"] == 3 and stats["events_stored"] == 3 and stats["oldest_id"] == 1
+    assert stats["latest_id"] == 4 and stats["events_stored"] == 4 and stats["oldest_id"] == 1
     assert 'livefeed_connections{transport="websocket"} 1.0' in metrics
-    assert "livefeed_events_published_total 3.0" in metrics
-    assert 'livefeed_events_delivered_total{transport="websocket"} 3.0' in metrics
+    assert "livefeed_events_published_total 4.0" in metrics
+    assert 'livefeed_events_delivered_total{transport="websocket"} 4.0' in metrics
+    assert 'livefeed_events_replayed_total{transport="websocket"} 3.0' in metrics
+    assert 'livefeed_delivery_lag_seconds_count{transport="websocket"} 1.0' in metrics
     assert "livefeed_publish_latency_seconds_count" in metrics
 
 

@@ -52,7 +52,9 @@ async def test_queue_overflow_falls_back_to_the_log_and_loses_nothing(start_serv
     assert seen == list(range(1, 501))
     async with httpx.AsyncClient() as client:
         stats = (await client.get(server.url + "/api/stats")).json()
+        metrics = (await client.get(server.url + "/metrics")).text
     assert stats["fell_behind"] >= 1
+    assert metric(metrics, "livefeed_fell_behind_total") == stats["fell_behind"]
 
 
 def test_stuck_client_is_disconnected_after_the_write_timeout(start_server):

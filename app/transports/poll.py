@@ -169,11 +169,12 @@ async def _page(rt: Runtime, query: ReplayQuery, client: str) -> Response:
     notices = [notice] if notice is not None else []
     page = await rt.store.read(after, query.limit + 1, query.filter)
     events = page.events
-    if not events and query.wait > 0 and not notices:
+    waited = not events and query.wait > 0 and not notices
+    if waited:
         events, notices = await _long_poll(rt, query, page.scanned_to, client)
     has_more = len(events) > query.limit
     events = events[: query.limit]
-    rt.metrics.delivered.labels("poll").inc(len(events))
+    rt.metrics.record_delivery("poll", events, replayed=not waited)
     next_after = events[-1].id if events else after
     return json_response(_page_body(events, next_after, has_more, notices))
 
@@ -219,6 +220,7 @@ async def _follow(rt: Runtime, query: ReplayQuery, client: str) -> AsyncIterator
         async with rt.hub.subscribe(query.filter, query.after) as sub:
             async for frames in sub:
                 events = [frame for frame in frames if isinstance(frame, Event)]
+                rt.metrics.record_delivery("poll", events, sub.replaying)
                 # a bare newline keeps idle proxies from closing the stream; jq skips it
                 yield _ndjson(events) if events else b"\n"
     finally:

@@ -105,14 +105,13 @@ async def _wait_disconnect(receive: Receive) -> str:
 
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> str:
-    delivered = runtime.metrics.delivered.labels("sse")
     timeout = runtime.settings.write_timeout_s
     try:
         async for frames in sub:
             body = b"".join(frame.sse for frame in frames)
             async with asyncio.timeout(timeout):
                 await _write(send, body)
-            delivered.inc(sum(1 for frame in frames if frame.id is not None))
+            runtime.metrics.record_delivery("sse", frames, sub.replaying)
     except TimeoutError:
         return "write_timeout"
     except StoreUnavailable as exc:
@@ -161,9 +160,7 @@ async def _stream(
             )
             try:
                 await _start(send, scope, runtime)
-                hello = connection_established(
-                    request.channel, "sse", sub, request.cursor, runtime
-                )
+                hello = connection_established(request.channel, "sse", sub, request.cursor, runtime)
                 await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
                 reason = await race(_pump(send, sub, runtime), _wait_disconnect(receive))
                 if reason in ("shutdown", "store_unavailable"):

@@ -97,14 +97,13 @@ async def _read_client(receive: Receive, send: Send) -> _Closed | None:
 
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> _Closed:
-    delivered = runtime.metrics.delivered.labels("websocket")
     timeout = runtime.settings.write_timeout_s
     try:
         async for frames in sub:
             async with asyncio.timeout(timeout):
                 for frame in frames:
                     await _send_text(send, frame.text)
-            delivered.inc(sum(1 for frame in frames if frame.id is not None))
+            runtime.metrics.record_delivery("websocket", frames, sub.replaying)
     except TimeoutError:
         return _Closed(CloseCode.TRY_AGAIN_LATER, "write timeout: the client is not reading")
     except StoreUnavailable as exc:

@@ -50,10 +50,10 @@ def request_client(rt: Runtime) -> str:
     return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), rt.settings)
 
 
-def authorize_read(rt: Runtime, params: dict[str, list[str]]) -> None:
+async def authorize_read(rt: Runtime, params: dict[str, list[str]]) -> None:
     """The read-token check, with failed attempts rate-limited per client."""
     authorization = request.headers.get("Authorization")
-    rt.admission.authenticate(
+    await rt.admission.authenticate(
         request_client(rt), lambda: check_read_access(authorization, params, rt.settings)
     )
 
@@ -95,9 +95,9 @@ async def publish() -> Response:
     """
     rt = runtime()
     client = request_client(rt)
-    rt.admission.check_publish(client)
+    await rt.admission.check_publish(client)
     authorization = request.headers.get("Authorization")
-    rt.admission.authenticate(
+    await rt.admission.authenticate(
         client, lambda: check_publish_access(authorization, client, rt.settings)
     )
     _check_json_content_type()
@@ -149,7 +149,7 @@ def _fingerprint(drafts: list[Draft], batch: bool) -> str:
 async def get_event(event_id: int) -> Response:
     """One stored event by id."""
     rt = runtime()
-    authorize_read(rt, request.args.to_dict(flat=False))
+    await authorize_read(rt, request.args.to_dict(flat=False))
     try:
         event = await rt.store.get(event_id) if event_id <= MAX_CURSOR else None
     except StoreUnavailable as exc:
@@ -216,7 +216,7 @@ async def diagnose_websocket(channel: str) -> Response:
 async def issue_ticket() -> Response:
     """A one-use ticket for one channel, valid 30 s: body ``{"channel": "..."}``."""
     rt = runtime()
-    authorize_read(rt, {})
+    await authorize_read(rt, {})
     raw = await request.get_data(cache=False, as_text=False)
     body = parse_strict_json(raw) if raw.strip() else {}
     channel = body.get("channel", ALL_EVENTS_CHANNEL) if isinstance(body, dict) else None

@@ -2,7 +2,9 @@
 
 Caps protect file descriptors and memory (every stream holds a socket and a
 subscription); rate limits protect the store and make guessing tokens slow.
-Rate windows come from the ``limits`` library; the caps are plain counters.
+Rate windows come from the ``limits`` library (its asyncio storage: the
+threaded one starts a timer thread on almost every hit, which blocks the event
+loop); the caps are plain counters.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from app.config import Settings
 from app.errors import ApiError
@@ -44,9 +46,9 @@ class Admission:
     def open_streams(self) -> int:
         return self._total
 
-    def acquire(self, client: str) -> None:
+    async def acquire(self, client: str) -> None:
         """Take one stream slot for ``client``; pair every success with :meth:`release`."""
-        self._check(self._connect, "connect", client, "connections")
+        await self._check(self._connect, "connect", client, "connections")
         if self._total >= self._max_total:
             raise Overloaded(
                 f"this server holds its maximum of {self._max_total} streams "
@@ -66,33 +68,35 @@ class Admission:
         if not self._open[client]:
             del self._open[client]
 
-    def check_publish(self, client: str) -> None:
-        self._check(self._publish, "publish", client, "publish requests")
+    async def check_publish(self, client: str) -> None:
+        await self._check(self._publish, "publish", client, "publish requests")
 
-    def check_auth_failures(self, client: str) -> None:
+    async def check_auth_failures(self, client: str) -> None:
         """Refuse a client that has failed authentication too often, before checking again."""
-        if not self._limiter.test(self._auth_failures, "auth", client):
-            raise self._too_many(self._auth_failures, "auth", client, "failed authentications")
+        if not await self._limiter.test(self._auth_failures, "auth", client):
+            raise await self._too_many(
+                self._auth_failures, "auth", client, "failed authentications"
+            )
 
-    def note_auth_failure(self, client: str) -> None:
-        self._limiter.hit(self._auth_failures, "auth", client)
+    async def note_auth_failure(self, client: str) -> None:
+        await self._limiter.hit(self._auth_failures, "auth", client)
 
-    def authenticate(self, client: str, check: Callable[[], None]) -> None:
+    async def authenticate(self, client: str, check: Callable[[], None]) -> None:
         """Run a credential check; failures count toward the client's auth-failure limit."""
-        self.check_auth_failures(client)
+        await self.check_auth_failures(client)
         try:
             check()
         except ApiError as error:
             if error.status == 401:
-                self.note_auth_failure(client)
+                await self.note_auth_failure(client)
             raise
 
-    def _check(self, item: RateLimitItem, scope: str, client: str, what: str) -> None:
-        if not self._limiter.hit(item, scope, client):
-            raise self._too_many(item, scope, client, what)
+    async def _check(self, item: RateLimitItem, scope: str, client: str, what: str) -> None:
+        if not await self._limiter.hit(item, scope, client):
+            raise await self._too_many(item, scope, client, what)
 
-    def _too_many(self, item: RateLimitItem, scope: str, client: str, what: str) -> ApiError:
-        reset = self._limiter.get_window_stats(item, scope, client).reset_time
+    async def _too_many(self, item: RateLimitItem, scope: str, client: str, what: str) -> ApiError:
+        reset = (await self._limiter.get_window_stats(item, scope, client)).reset_time
         wait = max(1, math.ceil(reset - time.time()))
         return ApiError(
             429,

@@ -38,17 +38,17 @@ async def authorize_stream(
     """A stream's credentials: a one-use ticket, else the read token (header or query)."""
     ticket = single(params, "ticket")
     if rt.settings.read_token is None or ticket is None or bearer(authorization) is not None:
-        rt.admission.authenticate(
+        await rt.admission.authenticate(
             client, lambda: check_read_access(authorization, params, rt.settings)
         )
         return
-    rt.admission.check_auth_failures(client)
+    await rt.admission.check_auth_failures(client)
     try:
         redeemed = await rt.store.redeem_ticket(ticket_digest(ticket), channel, time.time())
     except StoreUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc), {"Retry-After": "1"})
     if not redeemed:
-        rt.admission.note_auth_failure(client)
+        await rt.admission.note_auth_failure(client)
         raise unauthorized(
             "the stream ticket is unknown, already used, expired or for another channel; "
             "get a new one from POST /api/stream-tickets"

@@ -307,3 +307,21 @@ async def test_disconnected_clients_leave_no_subscriber_behind(server: ServerPro
             await asyncio.sleep(0.05)
         assert stats["subscribers"] == 0
         assert stats["connections"] == {"websocket": 0, "sse": 0, "poll": 0}
+
+
+async def test_ws_batch_mode_sends_several_events_per_frame(server: ServerProcess):
+    """With ?batch=1 the events of one write arrive as a JSON array in one frame."""
+    ids = server.publish([{"type": "t", "data": {"n": n}} for n in range(10)])
+    received: list[int] = []
+    frames = 0
+    async with connect(server.ws_url + "/ws/validation_updates?last_event_id=0&batch=1") as ws:
+        assert orjson.loads(await ws.recv())["type"] == "connection_established"
+        async with asyncio.timeout(10):
+            while len(received) < 10:
+                message = orjson.loads(await ws.recv())
+                frames += 1
+                received.extend(
+                    e["id"] for e in (message if isinstance(message, list) else [message])
+                )
+    assert received == ids
+    assert frames < 10  # the replayed page travelled in fewer frames than events

@@ -143,7 +143,7 @@ async def _long_poll(
 ) -> tuple[list[Event], list[Control]]:
     """Wait up to ``query.wait`` seconds for the first matching events after ``after``."""
     connections = rt.metrics.connections.labels("poll")
-    rt.admission.acquire(client)
+    await rt.admission.acquire(client)
     connections.inc()
     try:
         async with rt.hub.subscribe(query.filter, after) as sub:
@@ -174,7 +174,7 @@ async def _page(rt: Runtime, query: ReplayQuery, client: str) -> Response:
         events, notices = await _long_poll(rt, query, page.scanned_to, client)
     has_more = len(events) > query.limit
     events = events[: query.limit]
-    rt.metrics.record_delivery("poll", events, replayed=not waited)
+    rt.metrics.meter("poll").record(events, replayed=not waited)
     next_after = events[-1].id if events else after
     return json_response(_page_body(events, next_after, has_more, notices))
 
@@ -210,17 +210,18 @@ async def _follow(rt: Runtime, query: ReplayQuery, client: str) -> AsyncIterator
     The stream slot is taken inside the body, so that it is released even if
     the client leaves before the first byte; an overload is one error line."""
     try:
-        rt.admission.acquire(client)
+        await rt.admission.acquire(client)
     except ApiError as error:
         yield orjson.dumps({"type": "error", "error": error.code, "detail": error.detail}) + b"\n"
         return
     connections = rt.metrics.connections.labels("poll")
     connections.inc()
+    meter = rt.metrics.meter("poll")
     try:
         async with rt.hub.subscribe(query.filter, query.after) as sub:
             async for frames in sub:
                 events = [frame for frame in frames if isinstance(frame, Event)]
-                rt.metrics.record_delivery("poll", events, sub.replaying)
+                meter.record(events, sub.replaying)
                 # a bare newline keeps idle proxies from closing the stream; jq skips it
                 yield _ndjson(events) if events else b"\n"
     finally:
@@ -236,7 +237,7 @@ async def replay() -> Response:
     """Replay after a cursor as JSON pages, long-poll with ``wait=``, or export."""
     rt = runtime()
     params = request.args.to_dict(flat=False)
-    authorize_read(rt, params)
+    await authorize_read(rt, params)
     query = parse_replay_query(params, request.headers.get("Accept", ""))
     try:
         if query.format == "json":

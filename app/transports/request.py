@@ -23,6 +23,7 @@ class StreamRequest:
     filter: EventFilter
     cursor: int | None
     tail: int
+    batch: bool = False  # WebSocket: several events per frame, as a JSON array
 
 
 def parse_cursor(raw: str, source: str) -> int:
@@ -97,4 +98,8 @@ def parse_stream_request(
         cursor = parse_cursor(raw, "last_event_id") if raw is not None else None
     raw_tail = single(params, "tail")
     tail = parse_int(raw_tail, "tail", 0, MAX_TAIL) if raw_tail is not None else 0
-    return StreamRequest(channel, EventFilter(workflow_id=workflow_id, types=types), cursor, tail)
+    batch = single(params, "batch")
+    if batch not in (None, "0", "1"):
+        raise bad_request("bad_parameter", f"batch={batch[:10]!r}: use 0 or 1")
+    filter = EventFilter(workflow_id=workflow_id, types=types)
+    return StreamRequest(channel, filter, cursor, tail, batch == "1")

@@ -106,12 +106,13 @@ async def _wait_disconnect(receive: Receive) -> str:
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> str:
     timeout = runtime.settings.write_timeout_s
+    meter = runtime.metrics.meter("sse")
     try:
         async for frames in sub:
             body = b"".join(frame.sse for frame in frames)
             async with asyncio.timeout(timeout):
                 await _write(send, body)
-            runtime.metrics.record_delivery("sse", frames, sub.replaying)
+            meter.record(frames, sub.replaying)
     except TimeoutError:
         return "write_timeout"
     except StoreUnavailable as exc:
@@ -130,7 +131,7 @@ async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime
         await authorize_stream(
             runtime, client, header(scope, b"authorization"), params, request.channel
         )
-        runtime.admission.acquire(client)
+        await runtime.admission.acquire(client)
     except ApiError as error:
         await _refuse(send, scope, runtime, error)
         return

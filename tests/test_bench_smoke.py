@@ -1,0 +1,16 @@
+"""The benchmark suite still runs (a few seconds; figures are not judged here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def test_benchmark_suite_smoke_run_loses_nothing():
+    """bench/run_all.py --smoke exits non-zero on any error, loss, duplicate or reorder."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--smoke"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fan-out" in result.stdout and "replay" in result.stdout

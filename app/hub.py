@@ -27,7 +27,6 @@ from app.store import EVERYTHING, Bounds, EventFilter, Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
-DEFAULT_FLUSH_WINDOW_S = 0.02
 RING_SIZE = 4096
 STORE_RETRY_S = 0.5
 
@@ -79,7 +78,6 @@ class Subscription:
         self._closing: Control | None = None
         self._finished = False
         self.replaying = True  # whether the last batch came from the log, not live
-        self._last_flush = 0.0
 
     # Called by the hub; none of these ever awaits.
 
@@ -132,12 +130,7 @@ class Subscription:
                     self.replaying = True
                     return [*frames, *events]
                 continue
-            if self._queue and self._flush_delay() > 0:
-                await asyncio.sleep(self._flush_delay())  # busy: let this write carry more
-                continue
             if self._queue or self._pending:
-                if self._queue:
-                    self._last_flush = asyncio.get_running_loop().time()
                 frames = self._take_pending()
                 if self._queue:
                     events = list(self._queue)
@@ -148,15 +141,6 @@ class Subscription:
                 return frames
             self._wake.clear()
             await self._wake.wait()
-
-    def _flush_delay(self) -> float:
-        """Seconds to wait before writing live events: none when the last write was
-        long ago (quiet: no added latency); under load, writes at most once per
-        flush window, so each carries several events and costs one send."""
-        window = self._hub.flush_window_s
-        if not window:
-            return 0.0
-        return self._last_flush + window - asyncio.get_running_loop().time()
 
     def _take_pending(self) -> list[Frame]:
         frames, self._pending = self._pending, []
@@ -188,10 +172,8 @@ class Hub:
         queue_size: int,
         heartbeat_s: float,
         on_fell_behind: Callable[[], None] | None = None,
-        flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
     ) -> None:
         self.store = store
-        self.flush_window_s = flush_window_s
         self._on_fell_behind = on_fell_behind
         self.queue_size = queue_size
         self.heartbeat_s = heartbeat_s

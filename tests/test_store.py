@@ -502,9 +502,11 @@ async def test_postgres_unreachable_or_missing_database_is_unavailable(pg_url: s
     with pytest.raises(StoreUnavailable, match="does not exist"):
         await PostgresStore(missing).open()
 
+    accepted: list[asyncio.StreamWriter] = []
+
     async def silent(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never answers; closed by the test, before its loop ends
         await asyncio.sleep(5)
-        writer.transport.abort()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -513,4 +515,6 @@ async def test_postgres_unreachable_or_missing_database_is_unavailable(pg_url: s
         with pytest.raises(StoreUnavailable, match="did not answer in time"):
             await mute.open()
     finally:
+        for writer in accepted:
+            writer.transport.abort()
         server.close()

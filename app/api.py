@@ -16,12 +16,11 @@ from app.events import (
     ALL_EVENTS_CHANNEL,
     Draft,
     Event,
-    EventIn,
     drafts_from_body,
     parse_strict_json,
 )
 from app.runtime import Runtime
-from app.schemas import Diagnosis, Envelope, Error, PublishedBatch, PublishedEvent
+from app.schemas import Diagnosis, Envelope, Error, PublishBody, Published
 from app.security import (
     check_publish_access,
     check_read_access,
@@ -31,7 +30,7 @@ from app.security import (
 from app.store import Appended, IdempotencyConflict, StoreUnavailable
 from app.tickets import TICKET_TTL_S, ticket_digest
 from app.transports.asgi import request_origin_parts
-from app.transports.request import MAX_CURSOR, channel_filter, parse_stream_request
+from app.transports.request import channel_filter, parse_cursor, parse_stream_request
 from app.transports.router import RUNTIME_KEY
 
 api = Blueprint("api", __name__)
@@ -83,15 +82,20 @@ def _check_json_content_type() -> None:
 
 
 @api.post("/api/events")
-@document_request(EventIn)
-@document_response(PublishedEvent, 201)
-@document_response(PublishedBatch, 202)
+@document_request(PublishBody)
+@document_response(Published, 201)
 @document_response(Error, 400)
+@document_response(Error, 401)
+@document_response(Error, 403)
+@document_response(Error, 413)
+@document_response(Error, 415)
+@document_response(Error, 422)
+@document_response(Error, 429)
+@document_response(Error, 503)
 async def publish() -> Response:
     """Append one event, or an array of up to 1000 in one transaction (all or none).
 
-    The answer is sent only after the commit is durable.  (The 202 schema
-    documents the array answer, which is also sent with status 201.)
+    The answer is sent only after the commit is durable.
     """
     rt = runtime()
     client = request_client(rt)
@@ -143,19 +147,25 @@ def _fingerprint(drafts: list[Draft], batch: bool) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-@api.get("/api/events/<int:event_id>")
+@api.get("/api/events/<event_id>")
 @document_response(Envelope)
 @document_response(Error, 404)
-async def get_event(event_id: int) -> Response:
-    """One stored event by id."""
+async def get_event(event_id: str) -> Response:
+    """One stored event by id (ASCII digits only: the int converter takes any
+    Unicode digit, so an Arabic-Indic "1" would have meant event 1)."""
     rt = runtime()
     await authorize_read(rt, request.args.to_dict(flat=False))
     try:
-        event = await rt.store.get(event_id) if event_id <= MAX_CURSOR else None
+        number = parse_cursor(event_id, "event id")
+    except ApiError:
+        number = None
+    try:
+        event = await rt.store.get(number) if number else None
     except StoreUnavailable as exc:
         raise store_unavailable(exc)
     if event is None:
-        raise ApiError(404, "not_found", f"no event with id {event_id} (never written, or trimmed)")
+        detail = f"no event with id {event_id[:40]!r} (never written, or trimmed)"
+        raise ApiError(404, "not_found", detail)
     return json_response(event.json)
 
 

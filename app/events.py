@@ -106,8 +106,11 @@ Frame = Event | Control
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
-    """``2026-11-25T18:00:00.123456Z``: fixed width, so text order is time order."""
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-11-25T18:00:00.123456Z``: fixed width (the year too: strftime's ``%Y``
+    does not pad years before 1000), so text order is time order.  Raises
+    OverflowError for a moment whose UTC form falls outside years 1..9999."""
+    utc = (moment or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def _reject_constant(name: str) -> Any:

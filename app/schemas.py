@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
+
+from app.events import EventIn
 
 
 class PublishedEvent(BaseModel):
@@ -18,6 +20,14 @@ class PublishedEvent(BaseModel):
 
 class PublishedBatch(BaseModel):
     events: list[PublishedEvent]
+
+
+class PublishBody(RootModel[EventIn | list[EventIn]]):
+    """One event, or an array of 1..1000 published in one transaction."""
+
+
+class Published(RootModel[PublishedEvent | PublishedBatch]):
+    """``{"id", "ts"}`` for one event, ``{"events": [...]}`` for an array."""
 
 
 class Envelope(BaseModel):

@@ -63,7 +63,10 @@ def _timestamp(raw: str, name: str) -> str:
         raise bad_request(
             "bad_parameter", f"{name}={raw[:40]!r} has no timezone; add 'Z' or an offset"
         )
-    return utc_timestamp(moment)
+    try:
+        return utc_timestamp(moment)
+    except OverflowError:
+        raise bad_request("bad_parameter", f"{name}={raw[:40]!r} is outside years 1..9999 in UTC")
 
 
 def _format(params: Mapping[str, Sequence[str]], accept: str) -> str:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_BAD_MESSAGES = 10
 MAX_MESSAGES_PER_S = 50
 CLOSE_TIMEOUT_S = 1.0
+DRAIN_TIMEOUT_S = 5.0
 PONG = Control.build("pong")
 
 
@@ -107,6 +108,18 @@ def batched_texts(frames: list[Frame]) -> list[str]:
     elif events:
         texts.append("[" + ",".join(events) + "]")
     return texts
+
+
+async def _drain_until_disconnect(receive: Receive) -> None:
+    """Read what the client still sends until the server's side learns it is gone.
+
+    Hypercorn hands a closing connection's last frames and its disconnect to
+    the app through a small queue; an app that stops reading leaves that queue
+    full, and the connection (socket, task) is never released."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
 
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime, batch: bool) -> _Closed:
@@ -196,6 +209,7 @@ async def _serve(
         with contextlib.suppress(TimeoutError):  # a client that never reads may block this too
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await send({"type": "websocket.close", "code": int(closed.code), "reason": detail})
+        await _drain_until_disconnect(receive)
     log.info(
         "websocket closed channel=%s client=%s duration=%.1fs reason=%s",
         request.channel,

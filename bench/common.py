@@ -10,6 +10,7 @@ generator to core 1, so neither steals the other's CPU and the figures say
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -574,4 +575,24 @@ def environment_line(pinned: bool) -> str:
     return (
         f"{time.strftime('%Y-%m-%d %H:%M')}  Python {sys.version.split()[0]}  "
         f"{cores} cores, {placement}"
+    )
+
+
+def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
+    """``--wait-quiet S``: the shared machine's neighbours skew figures; wait them out."""
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each run, wait up to S seconds for other processes to go idle",
+    )
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every single benchmark takes: --wait-quiet, --runs, --no-pin."""
+    add_quiet_flag(parser)
+    parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to cores"
     )

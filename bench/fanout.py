@@ -40,6 +40,7 @@ from common import (
     Runnable,
     SelfCpu,
     Server,
+    add_run_flags,
     environment_line,
     median_run,
     percentile_sorted,
@@ -838,23 +839,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--drain", type=float, default=10.0, help="max seconds to wait for stragglers"
     )
     parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="before each run, wait up to S seconds for other processes to go idle",
-    )
-    parser.add_argument(
         "--server-env",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="a LIVEFEED_* setting for the server (repeatable)",
     )
-    parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
-    parser.add_argument(
-        "--no-pin", action="store_true", help="do not pin server and client to cores"
-    )
+    add_run_flags(parser)
     return parser.parse_args(argv)
 
 

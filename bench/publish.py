@@ -27,6 +27,7 @@ from common import (
     Runnable,
     SelfCpu,
     Server,
+    add_run_flags,
     environment_line,
     median_run,
     percentile_sorted,
@@ -241,17 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each mode")
     parser.add_argument("--max-events", type=int, default=1_000_000, help="event budget per mode")
     parser.add_argument("--batches", default="1,100,1000", help="body sizes; 1 = a single object")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="before each run, wait up to S seconds for other processes to go idle",
-    )
-    parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
-    parser.add_argument(
-        "--no-pin", action="store_true", help="do not pin server and client to cores"
-    )
+    add_run_flags(parser)
     return parser.parse_args(argv)
 
 

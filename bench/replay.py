@@ -30,6 +30,7 @@ from common import (
     HttpConnection,
     Runnable,
     Server,
+    add_run_flags,
     environment_line,
     machine_busy_seconds,
     median,
@@ -339,17 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(METHODS),
         help="comma-separated: sse, websocket, websocket+deflate, pages, ndjson",
     )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="before each run, wait up to S seconds for other processes to go idle",
-    )
-    parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
-    parser.add_argument(
-        "--no-pin", action="store_true", help="do not pin server and client to cores"
-    )
+    add_run_flags(parser)
     return parser.parse_args(argv)
 
 

@@ -29,6 +29,7 @@ from common import (
     NOISY_BACKGROUND_PERCENT,
     BenchFailure,
     Server,
+    add_quiet_flag,
     environment_line,
     pin_load_generator,
     print_table,
@@ -200,13 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one shared server")
     parser.add_argument("--runs", type=int, default=1, help="repeat each and report medians")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="before each run, wait up to S seconds for other processes to go idle",
-    )
+    add_quiet_flag(parser)
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     return parser.parse_args(argv)
 

@@ -50,6 +50,7 @@ from common import (
     Runnable,
     SelfCpu,
     Server,
+    add_quiet_flag,
     environment_line,
     median_run,
     percentile_sorted,
@@ -733,13 +734,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="publisher connections/node")
     parser.add_argument("--batch", type=int, default=100, help="events per batched POST")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="before each run, wait up to S seconds for other processes to go idle",
-    )
+    add_quiet_flag(parser)
     parser.add_argument(
         "--server-env",
         action="append",

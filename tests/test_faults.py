@@ -20,8 +20,12 @@ from tests.support import ROOT, ServerProcess, collect_sse, event_ids
 
 
 def post(server: ServerProcess, body: object) -> httpx.Response:
-    return httpx.post(server.url + "/api/events", content=orjson.dumps(body), timeout=30,
-                      headers={"Content-Type": "application/json"})
+    return httpx.post(
+        server.url + "/api/events",
+        content=orjson.dumps(body),
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def test_locked_database_gives_503_keeps_streams_and_recovers(server: ServerProcess):
@@ -38,8 +42,11 @@ def test_locked_database_gives_503_keeps_streams_and_recovers(server: ServerProc
             locker.execute("BEGIN IMMEDIATE")
             try:
                 async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-                    refused = await client.post("/api/events", content=b'{"type":"during"}',
-                                                headers={"Content-Type": "application/json"})
+                    refused = await client.post(
+                        "/api/events",
+                        content=b'{"type":"during"}',
+                        headers={"Content-Type": "application/json"},
+                    )
                     assert refused.status_code == 503 and refused.json()["error"] == "unavailable"
                     assert "locked" in refused.json()["detail"]
                     assert refused.headers["retry-after"] == "1"
@@ -71,8 +78,19 @@ def test_full_disk_gives_503_writes_nothing_partial_and_recovers_after_trim(star
     per_batch = Counter(e["data"]["batch"] for e in server.events())
     assert set(per_batch.values()) == {10}  # every stored batch is whole
     assert httpx.get(server.url + "/readyz").status_code == 503
-    trim = subprocess.run([sys.executable, str(ROOT / "run.py"), "trim", "--retention", "20",
-                           "--database-url", server.database_url], capture_output=True, timeout=60)
+    trim = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "trim",
+            "--retention",
+            "20",
+            "--database-url",
+            server.database_url,
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     assert trim.returncode == 0, trim.stderr
     assert post(server, [{"type": "after", "data": {"pad": "y" * 2000}}] * 10).status_code == 201
     assert httpx.get(server.url + "/readyz").status_code == 200
@@ -92,8 +110,9 @@ def test_kill_9_during_publishing_loses_no_acknowledged_event(server: ServerProc
                 batches[batch_id] = size
                 body = orjson.dumps([{"type": "load", "data": {"batch": batch_id}}] * size)
                 try:
-                    response = client.post("/api/events", content=body,
-                                           headers={"Content-Type": "application/json"})
+                    response = client.post(
+                        "/api/events", content=body, headers={"Content-Type": "application/json"}
+                    )
                 except httpx.HTTPError:
                     return
                 if response.status_code == 201:
@@ -118,7 +137,49 @@ def test_kill_9_during_publishing_loses_no_acknowledged_event(server: ServerProc
     [new] = server.publish({"type": "after_crash"})
     assert new > ids[-1]
     resume_from = acknowledged[len(acknowledged) // 2]
-    messages = asyncio.run(collect_sse(
-        server.url + f"/sse/validation_updates?last_event_id={resume_from}",
-        lambda ms: bool(event_ids(ms)) and event_ids(ms)[-1] == new, timeout=20))
+    messages = asyncio.run(
+        collect_sse(
+            server.url + f"/sse/validation_updates?last_event_id={resume_from}",
+            lambda ms: bool(event_ids(ms)) and event_ids(ms)[-1] == new,
+            timeout=20,
+        )
+    )
     assert event_ids(messages) == [i for i in ids if i > resume_from] + [new]
+
+
+def test_sigterm_with_a_thousand_open_streams_exits_within_the_graceful_timeout(start_server):
+    """FAULTS 37 at scale: 1,000 SSE streams each get the jittered goodbye, and the server
+    exits cleanly well within its 10 s graceful timeout."""
+    server = start_server()
+
+    async def scenario() -> tuple[int, float]:
+        streams = []
+        request = (
+            f"GET /sse/validation_updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n"
+        ).encode()
+        for _ in range(1000):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            streams.append((reader, writer))
+        try:
+            for reader, _ in streams:
+                async with asyncio.timeout(10):
+                    await reader.readuntil(b"connection_established")
+            started = time.monotonic()
+            server.process.terminate()
+
+            async def farewell(reader: asyncio.StreamReader) -> bool:
+                return b"shutting_down" in await reader.read()  # to the end of the stream
+
+            async with asyncio.timeout(15):
+                told = await asyncio.gather(*(farewell(reader) for reader, _ in streams))
+            code = await asyncio.to_thread(server.process.wait, 15)
+            return sum(told), time.monotonic() - started if code == 0 else float("inf")
+        finally:
+            for _, writer in streams:
+                writer.close()
+            await asyncio.gather(*(w.wait_closed() for _, w in streams), return_exceptions=True)
+
+    told, elapsed = asyncio.run(scenario())
+    assert told == 1000
+    assert elapsed < 10

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 
@@ -89,12 +89,16 @@ def demo_drafts(seed: int | None = None, concurrent: int = 4) -> Iterator[Draft]
             running[index] = _workflow(next(numbers), rng)
 
 
-async def publish_demo_events(store: Store, rate: float) -> None:
+async def publish_demo_events(
+    store: Store, rate: float, on_published: Callable[[int], None] | None = None
+) -> None:
     """Append demo events at about ``rate`` per second until cancelled."""
     interval = 1.0 / rate
     for draft in demo_drafts():
         try:
             await store.append([draft])
+            if on_published is not None:
+                on_published(1)
         except StoreUnavailable as exc:
             log.warning("demo event not written: %s", exc)
         await asyncio.sleep(interval * random.uniform(0.5, 1.5))

@@ -55,7 +55,9 @@ class Runtime:
             from app.demo import publish_demo_events
 
             runtime.tasks.append(
-                asyncio.create_task(publish_demo_events(store, settings.demo_rate))
+                asyncio.create_task(
+                    publish_demo_events(store, settings.demo_rate, metrics.published.inc)
+                )
             )
         return runtime
 

@@ -192,3 +192,20 @@ def test_bad_configuration_stops_start_up_with_a_message(env, tmp_path):
     assert result.returncode == 2
     name = next(iter(env))
     assert name in result.stderr and "configuration error" in result.stderr
+
+
+def test_demo_traffic_follows_the_workflow_sequence(start_server):
+    """LIVEFEED_DEMO_RATE publishes realistic workflows (counted as published) for the dashboard."""
+    server = start_server(LIVEFEED_DEMO_RATE="200")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(server.events()) < 40:
+        time.sleep(0.1)
+    events = server.events()
+    by_workflow: dict[str, list[str]] = {}
+    for event in events:
+        by_workflow.setdefault(event["workflow_id"], []).append(event["type"])
+    assert len(by_workflow) >= 2  # several workflows interleaved
+    for types in by_workflow.values():
+        if types[0] == "workflow_started" and len(types) > 1:
+            assert types[1] == "validation_created"
+    assert httpx.get(server.url + "/api/stats").json()["events_published"] >= len(events)

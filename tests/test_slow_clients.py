@@ -137,3 +137,31 @@ async def test_one_stuck_client_does_not_slow_200_others(start_server):
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)]
     assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms"
+
+
+def test_stuck_websocket_is_closed_1013_after_the_write_timeout(start_server):
+    """FAULTS 34 on WebSocket: a client that never reads gets close 1013 (try again later)."""
+    server = start_server(LIVEFEED_WRITE_TIMEOUT_S="1", LIVEFEED_QUEUE_SIZE="50")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(
+        f"GET /ws/validation_updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+    )
+    try:
+        time.sleep(0.3)
+        for _ in range(20):
+            server.publish([{"type": "fill", "data": {"pad": "x" * 8000}}] * 50)
+        deadline = time.monotonic() + 20
+        labels = {"transport": "websocket", "reason": "try_again_later"}
+        while time.monotonic() < deadline:
+            metrics = httpx.get(server.url + "/metrics").text
+            if metric(metrics, "livefeed_disconnects_total", **labels):
+                break
+            time.sleep(0.2)
+        assert metric(metrics, "livefeed_disconnects_total", **labels) == 1
+        assert httpx.get(server.url + "/api/stats").json()["connections"]["websocket"] == 0
+    finally:
+        sock.close()

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -596,3 +596,22 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and client to cores"
     )
+
+
+def run_and_report(
+    pinned: bool,
+    measure: Callable[[], dict[str, Any]],
+    show: Callable[[dict[str, Any]], None],
+) -> int:
+    """Every single benchmark's ending: the machine, the figures, then each failure;
+    the exit status is non-zero if anything failed, so CI can call any of them."""
+    print(environment_line(pinned))
+    try:
+        result = measure()
+    except BenchFailure as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    show(result)
+    for failure in result["failures"]:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if result["failures"] else 0

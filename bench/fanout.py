@@ -21,7 +21,6 @@ import contextlib
 import multiprocessing
 import os
 import re
-import sys
 import time
 import zlib
 from array import array
@@ -41,12 +40,12 @@ from common import (
     SelfCpu,
     Server,
     add_run_flags,
-    environment_line,
     median_run,
     percentile_sorted,
     pin_load_generator,
     print_table,
     raise_fd_limit,
+    run_and_report,
     running_server,
     saturated,
     use_uvloop,
@@ -851,9 +850,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(environment_line(not args.no_pin))
-    try:
-        result = run(
+    return run_and_report(
+        not args.no_pin,
+        lambda: run(
             subscribers=args.subscribers,
             rate=args.rate,
             seconds=args.seconds,
@@ -866,14 +865,9 @@ def main(argv: list[str] | None = None) -> int:
             pin=not args.no_pin,
             quiet_s=args.wait_quiet,
             server_env=dict(item.split("=", 1) for item in args.server_env),
-        )
-    except BenchFailure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    print_results(result)
-    for failure in result["failures"]:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if result["failures"] else 0
+        ),
+        print_results,
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,18 +20,17 @@ from typing import Any
 import orjson
 from common import (
     Background,
-    BenchFailure,
     CpuWindow,
     HttpConnection,
     Runnable,
     SelfCpu,
     Server,
     add_run_flags,
-    environment_line,
     median_run,
     percentile_sorted,
     pin_load_generator,
     print_table,
+    run_and_report,
     running_server,
     saturated,
     use_uvloop,
@@ -248,9 +246,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(environment_line(not args.no_pin))
-    try:
-        result = run(
+    return run_and_report(
+        not args.no_pin,
+        lambda: run(
             batches=[int(b) for b in args.batches.split(",")],
             concurrency=args.concurrency,
             seconds=args.seconds,
@@ -258,14 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             runs=args.runs,
             pin=not args.no_pin,
             quiet_s=args.wait_quiet,
-        )
-    except BenchFailure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    print_results(result)
-    for failure in result["failures"]:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if result["failures"] else 0
+        ),
+        print_results,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,12 +30,12 @@ from common import (
     Runnable,
     Server,
     add_run_flags,
-    environment_line,
     machine_busy_seconds,
     median,
     pin_load_generator,
     print_table,
     proc_cpu_seconds,
+    run_and_report,
     running_server,
     saturated,
     use_uvloop,
@@ -346,22 +345,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(environment_line(not args.no_pin))
-    try:
-        result = run(
+    return run_and_report(
+        not args.no_pin,
+        lambda: run(
             events=args.events,
             methods=args.methods.split(","),
             runs=args.runs,
             pin=not args.no_pin,
             quiet_s=args.wait_quiet,
-        )
-    except BenchFailure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    print_results(result)
-    for failure in result["failures"]:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if result["failures"] else 0
+        ),
+        print_results,
+    )
 
 
 if __name__ == "__main__":

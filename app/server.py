@@ -19,6 +19,7 @@ from hypercorn.config import Config
 
 from app import create_app
 from app.config import Settings
+from app.hypercorn_fixes import install as install_hypercorn_fixes
 from app.runtime import Runtime
 from app.transports.router import RUNTIME_KEY
 
@@ -70,6 +71,7 @@ async def _until_signalled(app_extensions: dict[str, object]) -> None:
 
 
 async def serve_forever(settings: Settings, sock: socket.socket | None = None) -> None:
+    install_hypercorn_fixes()  # JSON bodies for Hypercorn's own errors; h2c idle timer
     app = create_app(settings)
     log.info(
         "Livefeed on http://%s:%d (store: %s, pid %d)",

@@ -22,13 +22,14 @@ from app.events import (
 from app.runtime import Runtime
 from app.schemas import Diagnosis, Envelope, Error, PublishBody, Published
 from app.security import (
+    ReadGrant,
     check_publish_access,
     check_read_access,
     client_address,
     origin_refusal,
 )
 from app.store import Appended, IdempotencyConflict, StoreUnavailable
-from app.tickets import TICKET_TTL_S, ticket_digest
+from app.tickets import ticket_digest, ticket_lifetime
 from app.transports.asgi import request_origin_parts
 from app.transports.request import channel_filter, parse_cursor, parse_stream_request
 from app.transports.router import RUNTIME_KEY
@@ -49,10 +50,10 @@ def request_client(rt: Runtime) -> str:
     return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), rt.settings)
 
 
-async def authorize_read(rt: Runtime, params: dict[str, list[str]]) -> None:
-    """The read-token check, with failed attempts rate-limited per client."""
+async def authorize_read(rt: Runtime, params: dict[str, list[str]]) -> ReadGrant:
+    """The read-credential check, with failed attempts rate-limited per client."""
     authorization = request.headers.get("Authorization")
-    await rt.admission.authenticate(
+    return await rt.admission.authenticate(
         request_client(rt), lambda: check_read_access(authorization, params, rt.settings)
     )
 
@@ -154,7 +155,7 @@ async def get_event(event_id: str) -> Response:
     """One stored event by id (ASCII digits only: the int converter takes any
     Unicode digit, so an Arabic-Indic "1" would have meant event 1)."""
     rt = runtime()
-    await authorize_read(rt, request.args.to_dict(flat=False))
+    grant = await authorize_read(rt, request.args.to_dict(flat=False))
     try:
         number = parse_cursor(event_id, "event id")
     except ApiError:
@@ -166,6 +167,8 @@ async def get_event(event_id: str) -> Response:
     if event is None:
         detail = f"no event with id {event_id[:40]!r} (never written, or trimmed)"
         raise ApiError(404, "not_found", detail)
+    if not grant.allows(ALL_EVENTS_CHANNEL):  # an event is in both its channels
+        grant.require(event.workflow_id or ALL_EVENTS_CHANNEL)
     return json_response(event.json)
 
 
@@ -211,12 +214,13 @@ async def diagnose_websocket(channel: str) -> Response:
     origin = request.args.get("origin") or request.headers.get("Origin")
     verdict: dict[str, object] = {"ok": True, "reason": None, "detail": None}
     try:
-        parse_stream_request("/ws/" + channel, "/ws/", params, None)
+        stream = parse_stream_request("/ws/" + channel, "/ws/", params, None)
         scheme, host = request_origin_parts(request.scope, rt.settings)
         refusal = origin_refusal(origin, scheme, host, rt.settings)
         if refusal is not None:
             raise refusal
-        check_read_access(request.headers.get("Authorization"), params, rt.settings)
+        grant = check_read_access(request.headers.get("Authorization"), params, rt.settings)
+        grant.require(stream.channel)
     except ApiError as error:
         verdict = {"ok": False, "reason": error.code, "detail": error.detail}
     return json_response(orjson.dumps(verdict), headers={"Access-Control-Allow-Origin": "*"})
@@ -224,19 +228,24 @@ async def diagnose_websocket(channel: str) -> Response:
 
 @api.post("/api/stream-tickets")
 async def issue_ticket() -> Response:
-    """A one-use ticket for one channel, valid 30 s: body ``{"channel": "..."}``."""
+    """A one-use ticket for one channel, valid 30 s (less when the JWT it is minted with
+    expires sooner): body ``{"channel": "..."}``."""
     rt = runtime()
-    await authorize_read(rt, {})
+    grant = await authorize_read(rt, {})
     raw = await request.get_data(cache=False, as_text=False)
     body = parse_strict_json(raw) if raw.strip() else {}
     channel = body.get("channel", ALL_EVENTS_CHANNEL) if isinstance(body, dict) else None
     if not isinstance(channel, str):
         raise ApiError(400, "bad_request", 'send {"channel": "<channel name>"}')
     channel_filter(channel)  # 404 with the valid names if it is not a channel
-    ticket = secrets.token_urlsafe(24)
+    grant.require(channel)
+    ticket, now = secrets.token_urlsafe(24), time.time()
+    lifetime = ticket_lifetime(grant, now)
     try:
-        await rt.store.issue_ticket(ticket_digest(ticket), channel, time.time() + TICKET_TTL_S)
+        await rt.store.issue_ticket(
+            ticket_digest(ticket), channel, now + lifetime, grant.expires_at
+        )
     except StoreUnavailable as exc:
         raise store_unavailable(exc)
-    answer = {"ticket": ticket, "channel": channel, "expires_in": TICKET_TTL_S}
+    answer = {"ticket": ticket, "channel": channel, "expires_in": int(lifetime)}
     return json_response(orjson.dumps(answer), 201, {"Cache-Control": "no-store"})

@@ -20,6 +20,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/livefeed.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MIN_TOKEN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class Settings:
     trust_proxy: tuple[str, ...] = ()
     publish_token: str | None = None
     read_token: str | None = None
+    token_secret: str | None = None  # HS256 key for expiring read credentials (JWTs)
     heartbeat_s: float = 30.0
     queue_size: int = 1000
     max_event_bytes: int = 64 * 1024
@@ -84,6 +86,11 @@ class Settings:
         if self.allowed_hosts:
             return self.allowed_hosts
         return tuple(dict.fromkeys((self.host.lower(), "localhost", "127.0.0.1", "[::1]")))
+
+    @property
+    def reading_protected(self) -> bool:
+        """Reading needs a credential: the read token, or a JWT signed with the secret."""
+        return self.read_token is not None or self.token_secret is not None
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -209,6 +216,19 @@ def _database_url(raw: str | None) -> str:
     return url
 
 
+def _token_secret(raw: str | None) -> str | None:
+    """A short HS256 key can be brute-forced offline from one token, so refuse it."""
+    if not raw:
+        return None
+    if len(raw.encode()) < MIN_TOKEN_SECRET_BYTES:
+        raise ConfigError(
+            f"LIVEFEED_TOKEN_SECRET is {len(raw.encode())} bytes; an HS256 key needs at least "
+            f"{MIN_TOKEN_SECRET_BYTES}: generate one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return raw
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build :class:`Settings` from ``LIVEFEED_*`` variables (missing ones keep defaults)."""
     read_token = env.get("LIVEFEED_READ_TOKEN") or None
@@ -232,6 +252,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         trust_proxy=_proxies(env.get("LIVEFEED_TRUST_PROXY")),
         publish_token=publish_token,
         read_token=read_token,
+        token_secret=_token_secret(env.get("LIVEFEED_TOKEN_SECRET")),
         heartbeat_s=_number(env, "LIVEFEED_HEARTBEAT_S", 30.0, 0.05, 3600),
         queue_size=_integer(env, "LIVEFEED_QUEUE_SIZE", 1000, 1, 1_000_000),
         max_event_bytes=_integer(env, "LIVEFEED_MAX_EVENT_BYTES", 64 * 1024, 64, 1024 * 1024),

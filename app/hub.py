@@ -190,6 +190,7 @@ class Hub:
     async def start(self) -> None:
         latest = (await self.store.bounds()).latest_id
         self.dispatched_id = self.ring_floor = latest
+        self.store.on_commit(self._committed)
         self._tasks = [
             asyncio.create_task(self._tail(), name="livefeed-hub-tail"),
             asyncio.create_task(self._beat(), name="livefeed-hub-heartbeat"),
@@ -269,7 +270,18 @@ class Hub:
         newer.reverse()
         return newer
 
+    def _committed(self, events: list[Event]) -> None:
+        """This process's own commit: deliver it now, with no read of the log, when it
+        follows on from what was dispatched (otherwise another process wrote in
+        between, and the tailer reads the whole stretch in order)."""
+        if events[0].id == self.dispatched_id + 1:
+            self._dispatch(events, events[-1].id)
+
     def _dispatch(self, events: list[Event], scanned_to: int) -> None:
+        """Hand events to the ring and the live subscribers, once each: a page that
+        overlaps what a commit already delivered only adds what is new."""
+        if events and events[0].id <= self.dispatched_id:
+            events = [event for event in events if event.id > self.dispatched_id]
         overflowed: list[Subscription] = []
         for event in events:
             self._ring.append(event)
@@ -292,7 +304,9 @@ class Hub:
     async def _tail(self) -> None:
         while True:
             try:
-                await self.store.wait_for_head(self.dispatched_id)
+                head = await self.store.wait_for_head(self.dispatched_id)
+                if head <= self.dispatched_id:  # our own commit, dispatched already
+                    continue
                 page = await self.store.read(self.dispatched_id, PAGE_SIZE, EVERYTHING)
             except StoreUnavailable as exc:
                 log.warning("the hub cannot read the log (%s); retrying", exc)

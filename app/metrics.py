@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import (
@@ -19,6 +21,7 @@ from prometheus_client import (
 from app.events import Event, Frame
 
 LAG_SAMPLE_S = 1.0
+FLUSH_INTERVAL_S = 1.0
 TRANSPORTS = ("websocket", "sse", "poll")
 
 
@@ -75,16 +78,34 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self._unflushed = {transport: Unflushed() for transport in TRANSPORTS}
         for transport in TRANSPORTS:
             self.connections.labels(transport)
             self.delivered.labels(transport)
             self.replayed.labels(transport)
 
     def meter(self, transport: str) -> DeliveryMeter:
-        return DeliveryMeter(self, transport)
+        return DeliveryMeter(self, transport, self._unflushed[transport])
+
+    def flush(self) -> None:
+        """Move the deliveries counted in plain integers into the Prometheus counters."""
+        for transport, unflushed in self._unflushed.items():
+            if unflushed.delivered:
+                self.delivered.labels(transport).inc(unflushed.delivered)
+                unflushed.delivered = 0
+            if unflushed.replayed:
+                self.replayed.labels(transport).inc(unflushed.replayed)
+                unflushed.replayed = 0
+
+    async def flush_forever(self) -> None:
+        """Other workers' /metrics read our counters from shared files: keep them fresh."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            self.flush()
 
     def exposition(self) -> bytes:
         """Prometheus text: this process's registry, or every worker's under a supervisor."""
+        self.flush()
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
         combined = CollectorRegistry()
@@ -95,27 +116,36 @@ class Metrics:
         return {t: int(self.connections.labels(t)._value.get()) for t in TRANSPORTS}
 
 
+@dataclass(slots=True)
+class Unflushed:
+    """Deliveries counted since the last flush (a Prometheus ``inc`` takes a lock)."""
+
+    delivered: int = 0
+    replayed: int = 0
+
+
 class DeliveryMeter:
-    """Counts one connection's deliveries with pre-bound label children.
+    """Counts one connection's deliveries.
 
-    It runs once per write on the fan-out path, so it does little: commit-to-
-    delivery lag is observed at most once per ``LAG_SAMPLE_S`` per connection."""
+    It runs once per write on the fan-out path, so it does little: it adds to
+    plain integers that :meth:`Metrics.flush` moves into the counters (at every
+    scrape and every ``FLUSH_INTERVAL_S``), and observes commit-to-delivery lag
+    at most once per ``LAG_SAMPLE_S`` per connection."""
 
-    __slots__ = ("_delivered", "_lag", "_next_lag_sample", "_replayed")
+    __slots__ = ("_lag", "_next_lag_sample", "_unflushed")
 
-    def __init__(self, metrics: Metrics, transport: str) -> None:
-        self._delivered = metrics.delivered.labels(transport)
-        self._replayed = metrics.replayed.labels(transport)
+    def __init__(self, metrics: Metrics, transport: str, unflushed: Unflushed) -> None:
+        self._unflushed = unflushed
         self._lag = metrics.delivery_lag.labels(transport)
         self._next_lag_sample = 0.0
 
     def record(self, frames: Sequence[Frame], replayed: bool) -> None:
-        count = sum(1 for frame in frames if frame.id is not None)
+        count = sum(frame.id is not None for frame in frames)
         if not count:
             return
-        self._delivered.inc(count)
+        self._unflushed.delivered += count
         if replayed:
-            self._replayed.inc(count)
+            self._unflushed.replayed += count
             return
         now = time.time()
         if now >= self._next_lag_sample:

@@ -51,6 +51,7 @@ class Runtime:
         await hub.start()
         runtime = cls(settings, store, hub, metrics, Admission(settings))
         runtime.tasks.append(asyncio.create_task(runtime._maintain_forever(settings.retention)))
+        runtime.tasks.append(asyncio.create_task(metrics.flush_forever()))
         if settings.demo_rate > 0:
             from app.demo import publish_demo_events
 

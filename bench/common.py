@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 HOST = "127.0.0.1"
+TARGETS = ("livefeed", "baseline")
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -309,6 +311,7 @@ class Server:
 
     pin: bool = True
     env: dict[str, str] = field(default_factory=dict)
+    target: str = "livefeed"  # or "baseline": bench/baseline_app.py, measured the same way
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="livefeed-bench-")))
     process: subprocess.Popen[bytes] | None = None
@@ -335,8 +338,11 @@ class Server:
         return self.process.pid
 
     def command(self) -> list[str]:
-        serve = [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(self.port)]
-        serve += ["--database-url", self.database_url]
+        if self.target == "baseline":
+            serve = [sys.executable, str(BENCH / "baseline_app.py"), "--port", str(self.port)]
+        else:
+            serve = [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(self.port)]
+            serve += ["--database-url", self.database_url]
         if self.pin and can_pin():
             return ["taskset", "-c", str(SERVER_CORE), *serve]
         return serve
@@ -380,19 +386,34 @@ class Server:
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
 
+    def pids(self) -> list[int]:
+        """The server and its worker processes (``--workers N`` forks them)."""
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as children:
+                        todo += [int(child) for child in children.read().split()]
+        return found
+
     def memory_kib(self) -> dict[str, int]:
         return proc_memory_kib(self.pid)
 
 
 @contextlib.contextmanager
 def running_server(
-    pin: bool = True, env: dict[str, str] | None = None, reuse: Server | None = None
+    pin: bool = True,
+    env: dict[str, str] | None = None,
+    reuse: Server | None = None,
+    target: str = "livefeed",
 ) -> Iterator[Server]:
     """A started server, stopped afterwards; ``reuse`` lends a running one instead."""
     if reuse is not None:
         yield reuse
         return
-    server = Server(pin=pin, env=env or {})
+    server = Server(pin=pin, env=env or {}, target=target)
     try:
         yield server.start()
     finally:
@@ -589,9 +610,71 @@ def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class Profiler:
+    """``py-spy record`` on the server for a window, then the functions that cost most.
+
+    Sampling is outside the server (no instrumentation in the measured code) and
+    ``--nonblocking``, so the figures move little; the top lines say where the
+    server's time goes.  Needs ``py-spy`` (``pip install -e '.[bench]'``).
+    """
+
+    def __init__(self, pids: Sequence[int], path: Path) -> None:
+        self.pids = pids
+        self.path = path
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> Profiler:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for n, pid in enumerate(self.pids):
+            command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--nonblocking"]
+            command += ["--rate", "250", "--output", f"{self.path}.{n}", "--nolineno"]
+            self._processes.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            )
+        return self
+
+    def stop(self) -> list[tuple[str, float, float]]:
+        """(function, self %, total %) of the samples, by self time."""
+        for process in self._processes:
+            process.send_signal(signal.SIGINT)
+            _, errors = process.communicate(timeout=30)
+            if process.returncode:
+                raise BenchFailure(f"py-spy failed: {errors.decode(errors='replace')[-500:]}")
+        self_counts: dict[str, int] = {}
+        total_counts: dict[str, int] = {}
+        samples = 0
+        for n in range(len(self._processes)):
+            with contextlib.suppress(OSError), open(f"{self.path}.{n}") as raw:
+                for line in raw:
+                    stack, _, count = line.rstrip().rpartition(" ")
+                    frames = stack.split(";")
+                    samples += int(count)
+                    self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + int(count)
+                    for frame in set(frames):
+                        total_counts[frame] = total_counts.get(frame, 0) + int(count)
+        return [
+            (name, 100 * hits / samples, 100 * total_counts[name] / samples)
+            for name, hits in sorted(self_counts.items(), key=lambda kv: -kv[1])
+        ]
+
+
+def print_profile(top: list[tuple[str, float, float]], lines: int = 25) -> None:
+    print_table(
+        "Server profile (py-spy, by self time)",
+        ["function", "self %", "total %"],
+        [[name[:110], own, total] for name, own, total in top[:lines]],
+    )
+
+
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every single benchmark takes: --wait-quiet, --runs, --no-pin."""
     add_quiet_flag(parser)
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="livefeed",
+        help="the server to measure: Livefeed, or the Starlette baseline (bench/baseline_app.py)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and client to cores"

@@ -26,6 +26,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ from common import (
     BenchFailure,
     CpuWindow,
     HttpConnection,
+    Profiler,
     Runnable,
     SelfCpu,
     Server,
@@ -43,6 +45,7 @@ from common import (
     median_run,
     percentile_sorted,
     pin_load_generator,
+    print_profile,
     print_table,
     raise_fd_limit,
     run_and_report,
@@ -59,7 +62,7 @@ PIPE_TIMEOUT_S = 60.0
 PUBLISH_CONNECTIONS = 8  # opened up front
 MAX_PUBLISH_CONNECTIONS = 256  # more are opened when commits are slow, so the rate holds
 RSS_SAMPLE_S = 0.25
-_PUBLISH_TIME = re.compile(rb'"t":([0-9.eE+-]+)')
+_PUBLISH_TIME = re.compile(rb'"t": ?([0-9.eE+-]+)')  # json.dumps puts a space, orjson none
 
 
 # ---------------------------------------------------------------- subscribers (worker side)
@@ -568,8 +571,10 @@ def run_once(
     drain_s: float,
     load_cores: int,
     batch: bool = False,
+    hold_s: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Connect, publish, drain, and add it all up."""
+    """Connect, hold ``hold_s`` idle, publish, drain, and add it all up."""
     rss_before = server.memory_kib().get("VmRSS", 0)
     connect_started = time.monotonic()
     kinds = subscriber_kinds(subscribers, ws_fraction)
@@ -581,14 +586,18 @@ def run_once(
         failed = sum(r["failed"] for r in ready)
         if failed:
             raise BenchFailure(f"{failed} subscribers could not connect: {ready[0]['errors']}")
+        time.sleep(hold_s)  # idle connections: what they cost once settled
         rss_connected = server.memory_kib().get("VmRSS", 0)
         background = Background().start()
-        server_cpu = CpuWindow([server.pid]).start()
+        server_cpu = CpuWindow(server.pids()).start()
         runnable = Runnable(server.pid).start()
         parent_cpu = SelfCpu().start()
+        profiler = Profiler(server.pids(), profile).start() if profile else None
         for pipe in pipes:
             pipe.send("go")
         published = asyncio.run(publish_at_rate(server, rate, seconds))
+        if profiler is not None:
+            print_profile(profiler.stop())
         last_id = max(published.ids, default=0)
         for pipe in pipes:
             pipe.send({"last_id": last_id, "drain_s": drain_s})
@@ -706,6 +715,9 @@ def run(
     server: Server | None = None,
     quiet_s: float = 0.0,
     server_env: dict[str, str] | None = None,
+    target: str = "livefeed",
+    hold_s: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """``runs`` runs on one server; the row shown is the median run by p99.
 
@@ -717,7 +729,7 @@ def run(
     load_cores = pin_load_generator(pin)
     use_uvloop()
     samples = []
-    with running_server(pin, env=server_env, reuse=server) as live:
+    with running_server(pin, env=server_env, reuse=server, target=target) as live:
         for _ in range(runs):
             if quiet_s:
                 wait_for_quiet(quiet_s, [live.pid])
@@ -733,9 +745,12 @@ def run(
                     drain_s=drain_s,
                     load_cores=load_cores,
                     batch=batch,
+                    hold_s=hold_s,
+                    profile=profile,
                 )
             )
     row = dict(median_run(samples, "p99_ms"))
+    row["target"] = live.target
     # Freed memory stays in the process, so only a fresh server's growth is per connection.
     row["first_run_kib_per_connection"] = samples[0]["kib_per_connection"]
     failures = []
@@ -755,6 +770,7 @@ def mix_label(row: dict[str, Any]) -> str:
 
 def print_results(result: dict[str, Any]) -> None:
     headers = [
+        "server",
         "fan-out",
         "events",
         "deliv/s",
@@ -774,6 +790,7 @@ def print_results(result: dict[str, Any]) -> None:
     ]
     rows = [
         [
+            r["target"],
             mix_label(r),
             r["published"],
             r["deliveries_per_s"],
@@ -844,6 +861,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a LIVEFEED_* setting for the server (repeatable)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the server with py-spy while publishing; print the top functions",
+    )
     add_run_flags(parser)
     return parser.parse_args(argv)
 
@@ -865,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
             pin=not args.no_pin,
             quiet_s=args.wait_quiet,
             server_env=dict(item.split("=", 1) for item in args.server_env),
+            target=args.target,
+            profile=args.profile,
         ),
         print_results,
     )

@@ -47,6 +47,7 @@ from websockets.asyncio.client import connect
 SEED_BATCH = 1000
 READ_TIMEOUT_S = 60.0
 METHODS = ("sse", "websocket", "pages", "ndjson")
+BASELINE_METHODS = ("sse", "websocket")
 
 
 @dataclass
@@ -262,16 +263,19 @@ def run(
     pin: bool = True,
     server: Server | None = None,
     quiet_s: float = 0.0,
+    target: str = "livefeed",
 ) -> dict[str, Any]:
     """Seed once, then read the same range ``runs`` times with every method.
 
     ``quiet_s``: wait up to that long before each run for the machine to be idle.
     """
     methods = methods or list(METHODS)
+    if target == "baseline":  # it has streams only: no paged API, no export
+        methods = [m for m in methods if m in BASELINE_METHODS]
     load_cores = pin_load_generator(pin)
     use_uvloop()
     all_runs: list[list[dict[str, Any]]] = []
-    with running_server(pin, reuse=server) as live:
+    with running_server(pin, reuse=server, target=target) as live:
         cursor, last_id = asyncio.run(seed(live, events))
         for _ in range(runs):
             if quiet_s:
@@ -283,6 +287,7 @@ def run(
         row = dict(sorted(samples, key=lambda s: s["seconds"])[len(samples) // 2])
         row["runs_seconds"] = [s["seconds"] for s in samples]
         row["median_seconds"] = median(row["runs_seconds"])
+        row["target"] = live.target
         rows.append(row)
     failures = [
         f"{s['method']}: got {s['events']} of {s['expected']} events, "
@@ -296,6 +301,7 @@ def run(
 
 def print_results(result: dict[str, Any]) -> None:
     headers = [
+        "server",
         "replay",
         "events",
         "seconds",
@@ -309,6 +315,7 @@ def print_results(result: dict[str, Any]) -> None:
     ]
     rows = [
         [
+            r["target"],
             r["method"],
             r["events"],
             r["seconds"],
@@ -323,7 +330,7 @@ def print_results(result: dict[str, Any]) -> None:
         for r in result["rows"]
     ]
     print_table(
-        f"Replay of {result['events']:,} events from SQLite (median of {result['runs']} run(s))",
+        f"Replay of {result['events']:,} events (median of {result['runs']} run(s))",
         headers,
         rows,
     )
@@ -353,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             runs=args.runs,
             pin=not args.no_pin,
             quiet_s=args.wait_quiet,
+            target=args.target,
         ),
         print_results,
     )

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import ServerProcess, fresh_postgres_url
 
-BOTH_ENGINES = {"test_streams", "test_replay", "test_publish", "test_credentials"}
+BOTH_ENGINES = {"test_streams", "test_replay", "test_publish", "test_credentials", "test_expiry"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -11,9 +11,11 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 import orjson
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.support import ROOT, ServerProcess, collect_sse, event_ids
@@ -96,17 +98,26 @@ def test_full_disk_gives_503_writes_nothing_partial_and_recovers_after_trim(star
     assert httpx.get(server.url + "/readyz").status_code == 200
 
 
-def test_kill_9_during_publishing_loses_no_acknowledged_event(server: ServerProcess):
-    """kill -9 while 4 publishers publish: every 201 is in the log after restart, batches
-    are whole, ids still increase, and a client resuming with its last id gets the rest."""
+@pytest.mark.parametrize(
+    "batch_size",
+    [lambda index: 1 + index * 3, lambda index: 1000],
+    ids=["batches_of_1_to_10", "batches_of_1000"],
+)
+def test_kill_9_during_publishing_loses_no_acknowledged_event(
+    server: ServerProcess, batch_size: Callable[[int], int]
+):
+    """FAULTS 38: kill -9 while 4 publishers publish (batches of 1-10 events, or of 1000,
+    the largest allowed): every 201 is in the log after restart, batches are whole, ids
+    still increase, and a client resuming with its last id gets the rest."""
     acknowledged: list[int] = []
     batches: dict[str, int] = {}
+    cut_off: list[int] = []  # sizes of the batches whose request the kill cut off
     stop = threading.Event()
 
     def publisher(index: int) -> None:
         with httpx.Client(base_url=server.url, timeout=5) as client:
             while not stop.is_set():
-                batch_id, size = uuid.uuid4().hex, 1 + index * 3
+                batch_id, size = uuid.uuid4().hex, batch_size(index)
                 batches[batch_id] = size
                 body = orjson.dumps([{"type": "load", "data": {"batch": batch_id}}] * size)
                 try:
@@ -114,6 +125,7 @@ def test_kill_9_during_publishing_loses_no_acknowledged_event(server: ServerProc
                         "/api/events", content=body, headers={"Content-Type": "application/json"}
                     )
                 except httpx.HTTPError:
+                    cut_off.append(size)
                     return
                 if response.status_code == 201:
                     acknowledged.extend(e["id"] for e in response.json()["events"])
@@ -130,13 +142,14 @@ def test_kill_9_during_publishing_loses_no_acknowledged_event(server: ServerProc
     stored = server.events()
     ids = [e["id"] for e in stored]
     assert len(acknowledged) > 100
+    assert cut_off, "the server was not killed in the middle of publishing"
     assert set(acknowledged) <= set(ids)
     assert ids == sorted(set(ids))
     per_batch = Counter(e["data"]["batch"] for e in stored)
     assert all(count == batches[batch] for batch, count in per_batch.items())
     [new] = server.publish({"type": "after_crash"})
     assert new > ids[-1]
-    resume_from = acknowledged[len(acknowledged) // 2]
+    resume_from = acknowledged[max(len(acknowledged) // 2, len(acknowledged) - 2500)]
     messages = asyncio.run(
         collect_sse(
             server.url + f"/sse/validation_updates?last_event_id={resume_from}",

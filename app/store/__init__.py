@@ -10,6 +10,7 @@ from app.store.base import (
     EventFilter,
     IdempotencyConflict,
     Page,
+    RedeemedTicket,
     Store,
     StoreUnavailable,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "EventFilter",
     "IdempotencyConflict",
     "Page",
+    "RedeemedTicket",
     "Store",
     "StoreUnavailable",
     "open_store",

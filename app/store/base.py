@@ -8,7 +8,7 @@ me when the log advanced" (including appends made by other processes).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +34,14 @@ class Appended:
     events: list[Event]  # empty when replayed: nothing new was written
     receipt: list[tuple[int, str]]  # (id, ts) per event, in order
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemedTicket:
+    """A ticket used once.  The stream it opens must not outlive the credential that
+    minted it, so the credential's expiry travels with the ticket."""
+
+    credential_expires_at: float | None  # Unix time; None: minted with a lasting token
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +99,18 @@ class Store(Protocol):
         """Append unless ``key`` was used in the last 24 h: then return the first receipt
         (``replayed``), or raise :class:`IdempotencyConflict` if the body differed."""
 
-    async def issue_ticket(self, digest: str, channel: str, expires_at: float) -> None:
-        """Remember a stream ticket (by its digest) until ``expires_at`` (Unix time)."""
+    async def issue_ticket(
+        self,
+        digest: str,
+        channel: str,
+        expires_at: float,
+        credential_expires_at: float | None = None,
+    ) -> None:
+        """Remember a stream ticket (by its digest) until ``expires_at`` (Unix time),
+        with the expiry of the credential that minted it (``None``: it lasts)."""
 
-    async def redeem_ticket(self, digest: str, channel: str, now: float) -> bool:
-        """Use a ticket once: true if it existed for ``channel`` and had not expired."""
+    async def redeem_ticket(self, digest: str, channel: str, now: float) -> RedeemedTicket | None:
+        """Use a ticket once: ``None`` unless it existed for ``channel`` and had not expired."""
 
     async def purge_expired(self, now: float) -> int:
         """Forget idempotency keys older than 24 h and expired tickets."""
@@ -119,16 +134,32 @@ class Store(Protocol):
     async def wait_for_head(self, beyond: int) -> int:
         """Return the head once it is past ``beyond`` (appends from any process)."""
 
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call ``listener`` with the events each commit of *this* process wrote, in id
+        order, before their publishers hear back: the hub delivers them without
+        reading them back from the database."""
+
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
 
 
 class HeadWatch:
-    """The newest id this process knows of, and a way to wait for it to move."""
+    """The newest id this process knows of, a way to wait for it to move, and the
+    listeners that get this process's own commits."""
 
     def __init__(self, head: int = 0) -> None:
         self.head = head
         self._moved = asyncio.Event()
+        self._listeners: list[Callable[[list[Event]], None]] = []
+
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        self._listeners.append(listener)
+
+    def committed(self, events: list[Event]) -> None:
+        """A commit of this process wrote ``events``: tell the listeners, move the head."""
+        for listener in self._listeners:
+            listener(events)
+        self.advance(events[-1].id)
 
     def advance(self, head: int) -> None:
         if head > self.head:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from app.events import Draft
+from app.events import Draft, Event
 from app.store.base import Appended, StoreUnavailable
 
 MAX_GROUP_EVENTS = 5000
@@ -35,12 +35,14 @@ class AppendRequest:
 
 #: An engine's commit: one outcome (or the exception for that request) per request.
 Commit = Callable[[list[AppendRequest]], Awaitable[list[Appended | Exception]]]
+#: Told the events a commit wrote, in id order, before any publisher hears back.
+Committed = Callable[[list[Event]], None]
 
 
 class GroupCommitter:
     """Queues append requests and commits them in groups, one group at a time."""
 
-    def __init__(self, commit: Commit, on_committed: Callable[[int], None]) -> None:
+    def __init__(self, commit: Commit, on_committed: Committed) -> None:
         self._commit = commit
         self._on_committed = on_committed
         self._pending: list[AppendRequest] = []
@@ -111,15 +113,18 @@ class GroupCommitter:
                     request.future.set_exception(StoreUnavailable(str(exc)))
             return
         self._failure = None
-        newest = 0
+        written = [
+            event
+            for outcome in outcomes
+            if isinstance(outcome, Appended)
+            for event in outcome.events
+        ]
+        if written:  # delivery starts before the 201s go out
+            self._on_committed(sorted(written, key=lambda event: event.id))
         for request, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, Appended) and outcome.events:
-                newest = max(newest, outcome.events[-1].id)
             if request.future.done():
                 continue
             if isinstance(outcome, Exception):
                 request.future.set_exception(outcome)
             else:
                 request.future.set_result(outcome)
-        if newest:
-            self._on_committed(newest)

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +47,7 @@ from app.store.base import (
     HeadWatch,
     IdempotencyConflict,
     Page,
+    RedeemedTicket,
     StoreUnavailable,
 )
 from app.store.group import AppendRequest, GroupCommitter
@@ -277,7 +278,7 @@ class PostgresStore:
         self._write_pool: asyncpg.Pool | None = None
         self._closing = False
         self._watch = HeadWatch()
-        self._committer = GroupCommitter(self._commit_group, self._watch.advance)
+        self._committer = GroupCommitter(self._commit_group, self._watch.committed)
         self._tasks: list[asyncio.Task[None]] = []
 
     # Life cycle
@@ -441,24 +442,32 @@ class PostgresStore:
 
     # Stream tickets and expiry
 
-    async def issue_ticket(self, digest: str, channel: str, expires_at: float) -> None:
+    async def issue_ticket(
+        self,
+        digest: str,
+        channel: str,
+        expires_at: float,
+        credential_expires_at: float | None = None,
+    ) -> None:
         await self._fetch(
-            "INSERT INTO stream_tickets (digest, channel, expires_at) VALUES ($1, $2, $3)",
+            "INSERT INTO stream_tickets (digest, channel, expires_at, credential_expires_at)"
+            " VALUES ($1, $2, $3, $4)",
             digest,
             channel,
             expires_at,
+            credential_expires_at,
         )
 
-    async def redeem_ticket(self, digest: str, channel: str, now: float) -> bool:
+    async def redeem_ticket(self, digest: str, channel: str, now: float) -> RedeemedTicket | None:
         # one DELETE: of two redemptions racing, on any nodes, only one gets the row
         rows = await self._fetch(
             "DELETE FROM stream_tickets WHERE digest = $1 AND channel = $2 AND expires_at >= $3"
-            " RETURNING 1",
+            " RETURNING credential_expires_at",
             digest,
             channel,
             now,
         )
-        return len(rows) == 1
+        return RedeemedTicket(rows[0][0]) if rows else None
 
     async def purge_expired(self, now: float) -> int:
         return (await self._fetch(PURGE_SQL, now - IDEMPOTENCY_WINDOW_S, now))[0][0]
@@ -522,6 +531,9 @@ class PostgresStore:
 
     async def wait_for_head(self, beyond: int) -> int:
         return await self._watch.wait_beyond(beyond)
+
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        self._watch.on_commit(listener)
 
     async def ping(self) -> None:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from app.store.base import (
     HeadWatch,
     IdempotencyConflict,
     Page,
+    RedeemedTicket,
     StoreUnavailable,
 )
 from app.store.group import AppendRequest, GroupCommitter
@@ -86,7 +88,7 @@ class _Thread:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(_explain(exc)) from exc
+            raise StoreUnavailable(_explain(exc, self._path)) from exc
 
     async def close(self) -> None:
         def shut() -> None:
@@ -98,13 +100,21 @@ class _Thread:
         self._executor.shutdown(wait=False)
 
 
-def _explain(exc: sqlite3.Error) -> str:
+def _read_only(path: str) -> bool:
+    """The database file or its WAL can no longer be written (made read-only or
+    immutable, or its file system remounted read-only), even though it is open."""
+    if path in ("", ":memory:"):
+        return False
+    return any(os.path.exists(f) and not os.access(f, os.W_OK) for f in (path, path + "-wal"))
+
+
+def _explain(exc: sqlite3.Error, path: str) -> str:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return "the database is locked by another process; try again shortly"
     if "full" in text:
         return "the disk holding the database is full"
-    if "readonly" in text:
+    if "readonly" in text or ("disk I/O" in text and _read_only(path)):
         return "the database file is read-only"
     return f"the database failed: {text}"
 
@@ -202,10 +212,13 @@ def _commit(conn: sqlite3.Connection, requests: list[AppendRequest]) -> list[App
     return outcomes
 
 
-def _probe_write_lock(conn: sqlite3.Connection) -> None:
-    """Fails (after the busy timeout) while another process holds the write lock."""
+def _probe_write_lock(conn: sqlite3.Connection, path: str) -> None:
+    """Fails (after the busy timeout) while another process holds the write lock, and
+    when the file became read-only (taking the lock writes nothing, so it would pass)."""
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("ROLLBACK")
+    if _read_only(path):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
 
 
 def _purge(conn: sqlite3.Connection, now: float) -> int:
@@ -255,7 +268,7 @@ class SqliteStore:
         self._readers = [_Thread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)]
         self._next_reader = 0
         self._watch = HeadWatch()
-        self._committer = GroupCommitter(self._commit_group, self._watch.advance)
+        self._committer = GroupCommitter(self._commit_group, self._watch.committed)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
@@ -292,26 +305,32 @@ class SqliteStore:
     async def _commit_group(self, requests: list[AppendRequest]) -> list[Appended | Exception]:
         return await self._writer.run(_commit, requests)
 
-    async def issue_ticket(self, digest: str, channel: str, expires_at: float) -> None:
+    async def issue_ticket(
+        self,
+        digest: str,
+        channel: str,
+        expires_at: float,
+        credential_expires_at: float | None = None,
+    ) -> None:
         await self._writer.run(
             lambda c: c.execute(
-                "INSERT INTO stream_tickets (digest, channel, expires_at) VALUES (?, ?, ?)",
-                (digest, channel, expires_at),
+                "INSERT INTO stream_tickets (digest, channel, expires_at, credential_expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (digest, channel, expires_at, credential_expires_at),
             )
         )
 
-    async def redeem_ticket(self, digest: str, channel: str, now: float) -> bool:
+    async def redeem_ticket(self, digest: str, channel: str, now: float) -> RedeemedTicket | None:
         # one DELETE: of two redemptions racing, on any machine, only one sees a row
-        deleted = await self._writer.run(
-            lambda c: (
-                c.execute(
-                    "DELETE FROM stream_tickets"
-                    " WHERE digest = ? AND channel = ? AND expires_at >= ?",
-                    (digest, channel, now),
-                ).rowcount
-            )
+        # (RETURNING needs SQLite 3.35; fetchall steps the statement to its end)
+        rows = await self._writer.run(
+            lambda c: c.execute(
+                "DELETE FROM stream_tickets WHERE digest = ? AND channel = ? AND expires_at >= ?"
+                " RETURNING credential_expires_at",
+                (digest, channel, now),
+            ).fetchall()
         )
-        return deleted == 1
+        return RedeemedTicket(rows[0][0]) if rows else None
 
     async def purge_expired(self, now: float) -> int:
         return await self._writer.run(_purge, now)
@@ -365,9 +384,12 @@ class SqliteStore:
     async def wait_for_head(self, beyond: int) -> int:
         return await self._watch.wait_beyond(beyond)
 
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        self._watch.on_commit(listener)
+
     async def ping(self) -> None:
         await self._reader().run(lambda c: c.execute("SELECT 1 FROM log_head").fetchone())
-        await self._writer.run(_probe_write_lock)
+        await self._writer.run(_probe_write_lock, self.path)
         failure = self._committer.recent_failure
         if failure is not None:
             raise StoreUnavailable(f"the last append failed: {failure}")

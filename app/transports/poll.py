@@ -25,7 +25,9 @@ from app.events import ALL_EVENTS_CHANNEL, WORKFLOW_ID_RE, Control, Event, utc_t
 from app.hub import resume_point
 from app.runtime import Runtime
 from app.schemas import Error, EventPage, EventQuery
+from app.security import ReadGrant
 from app.store import EventFilter, StoreUnavailable
+from app.transports.expiry import TOKEN_EXPIRED_FRAME, deadline, expired, next_before
 from app.transports.request import parse_cursor, parse_int, parse_types, single
 
 poll = Blueprint("poll", __name__)
@@ -207,8 +209,11 @@ def _csv_rows(events: list[Event]) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def _follow(rt: Runtime, query: ReplayQuery, client: str) -> AsyncIterator[bytes]:
-    """NDJSON that stays open: replay after the cursor, then live events.
+async def _follow(
+    rt: Runtime, query: ReplayQuery, client: str, grant: ReadGrant
+) -> AsyncIterator[bytes]:
+    """NDJSON that stays open: replay after the cursor, then live events, until the
+    credential expires (then one ``token_expired`` error line).
 
     The stream slot is taken inside the body, so that it is released even if
     the client leaves before the first byte; an overload is one error line."""
@@ -221,12 +226,15 @@ async def _follow(rt: Runtime, query: ReplayQuery, client: str) -> AsyncIterator
     connections.inc()
     meter = rt.metrics.meter("poll")
     try:
+        at = deadline(grant)
         async with rt.hub.subscribe(query.filter, query.after) as sub:
-            async for frames in sub:
+            while (frames := await next_before(sub, at)) is not None:
                 events = [frame for frame in frames if isinstance(frame, Event)]
                 meter.record(events, sub.replaying)
                 # a bare newline keeps idle proxies from closing the stream; jq skips it
                 yield _ndjson(events) if events else b"\n"
+            if expired(at):
+                yield TOKEN_EXPIRED_FRAME.json + b"\n"
     finally:
         connections.dec()
         rt.admission.release(client)
@@ -240,12 +248,13 @@ async def replay() -> Response:
     """Replay after a cursor as JSON pages, long-poll with ``wait=``, or export."""
     rt = runtime()
     params = request.args.to_dict(flat=False)
-    await authorize_read(rt, params)
+    grant = await authorize_read(rt, params)
     query = parse_replay_query(params, request.headers.get("Accept", ""))
+    grant.require(query.filter.workflow_id or ALL_EVENTS_CHANNEL)
     try:
         if query.format == "json":
             return await _page(rt, query, request_client(rt))
-        body = _follow(rt, query, request_client(rt)) if query.follow else _export(rt, query)
+        body = _follow(rt, query, request_client(rt), grant) if query.follow else _export(rt, query)
     except StoreUnavailable as exc:
         raise store_unavailable(exc)
     response = Response(body, content_type=FORMATS[query.format] + "; charset=utf-8")

@@ -9,6 +9,7 @@ outages and shutdown are answered ``200`` with a ``retry:`` hint and an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -16,7 +17,7 @@ from app.errors import ApiError
 from app.events import Control
 from app.hub import Subscription
 from app.runtime import Runtime
-from app.security import cors_origin
+from app.security import ReadGrant, cors_origin
 from app.store import StoreUnavailable
 from app.tickets import authorize_stream
 from app.transports.asgi import (
@@ -30,7 +31,9 @@ from app.transports.asgi import (
     scope_client,
     send_error,
 )
+from app.transports.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_FRAME, until_expiry
 from app.transports.request import StreamRequest, parse_stream_request
+from app.transports.write_timeout import WriteTimeout
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,13 @@ async def _refuse(send: Send, scope: Scope, runtime: Runtime, error: ApiError) -
         await send_error(send, error)
 
 
+async def _last_write(send: Send, body: bytes, runtime: Runtime) -> None:
+    """End the response with ``body``; bounded, since the client may not be reading."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(runtime.settings.write_timeout_s):
+            await _write(send, body, more=False)
+
+
 async def _wait_disconnect(receive: Receive) -> str:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -105,19 +115,26 @@ async def _wait_disconnect(receive: Receive) -> str:
 
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> str:
-    timeout = runtime.settings.write_timeout_s
+    guard = WriteTimeout(runtime.settings.write_timeout_s)
     meter = runtime.metrics.meter("sse")
     try:
         async for frames in sub:
             body = b"".join(frame.sse for frame in frames)
-            async with asyncio.timeout(timeout):
-                await _write(send, body)
+            guard.begin()
+            await _write(send, body)
+            guard.end()
             meter.record(frames, sub.replaying)
-    except TimeoutError:
-        return "write_timeout"
+    except asyncio.CancelledError:
+        if guard.expired():
+            return "write_timeout"
+        raise
     except StoreUnavailable as exc:
-        await _write(send, unavailable(str(exc)).sse)
+        with contextlib.suppress(TimeoutError):  # rare: a timer of its own is fine
+            async with asyncio.timeout(runtime.settings.write_timeout_s):
+                await _write(send, unavailable(str(exc)).sse)
         return "store_unavailable"
+    finally:
+        guard.close()
     return "shutdown"
 
 
@@ -128,7 +145,7 @@ async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime
         request = parse_stream_request(
             scope["path"], "/sse/", params, header(scope, b"last-event-id")
         )
-        await authorize_stream(
+        grant = await authorize_stream(
             runtime, client, header(scope, b"authorization"), params, request.channel
         )
         await runtime.admission.acquire(client)
@@ -136,14 +153,19 @@ async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime
         await _refuse(send, scope, runtime, error)
         return
     try:
-        reason = await _stream(scope, receive, send, runtime, request)
+        reason = await _stream(scope, receive, send, runtime, request, grant)
     finally:
         runtime.admission.release(client)
     runtime.metrics.disconnects.labels("sse", reason).inc()
 
 
 async def _stream(
-    scope: Scope, receive: Receive, send: Send, runtime: Runtime, request: StreamRequest
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    runtime: Runtime,
+    request: StreamRequest,
+    grant: ReadGrant,
 ) -> str:
     if runtime.hub.closing:
         await _goodbye(send, scope, runtime, runtime.settings.retry_ms, runtime.farewell())
@@ -163,8 +185,14 @@ async def _stream(
                 await _start(send, scope, runtime)
                 hello = connection_established(request.channel, "sse", sub, request.cursor, runtime)
                 await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
-                reason = await race(_pump(send, sub, runtime), _wait_disconnect(receive))
-                if reason in ("shutdown", "store_unavailable"):
+                reason = await race(
+                    _pump(send, sub, runtime),
+                    _wait_disconnect(receive),
+                    *until_expiry(grant, TOKEN_EXPIRED),
+                )
+                if reason == TOKEN_EXPIRED:
+                    await _last_write(send, TOKEN_EXPIRED_FRAME.sse, runtime)
+                elif reason in ("shutdown", "store_unavailable"):
                     await _write(send, b"", more=False)
             finally:
                 connections.dec()

@@ -21,7 +21,7 @@ from app.errors import ApiError, CloseCode
 from app.events import Control, Frame
 from app.hub import Subscription
 from app.runtime import Runtime
-from app.security import origin_refusal
+from app.security import ReadGrant, origin_refusal
 from app.store import StoreUnavailable
 from app.tickets import authorize_stream
 from app.transports.asgi import (
@@ -35,8 +35,10 @@ from app.transports.asgi import (
     request_origin_parts,
     scope_client,
 )
+from app.transports.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_FRAME, until_expiry
 from app.transports.request import StreamRequest, parse_stream_request
 from app.transports.sse import connection_established, unavailable
+from app.transports.write_timeout import WriteTimeout
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,31 @@ PONG = Control.build("pong")
 
 
 class _Closed(Exception):
-    """The connection ends with this close code and reason."""
+    """The connection ends with this close code and reason, counted in metrics as
+    ``label`` (default: the code's name), after the ``farewell`` frame if any."""
 
-    def __init__(self, code: CloseCode, reason: str) -> None:
+    def __init__(
+        self,
+        code: CloseCode,
+        reason: str,
+        *,
+        label: str | None = None,
+        farewell: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.label = label or code.name.lower()
+        self.farewell = farewell
+
+
+# never raised, only returned by the deadline coroutine, so one instance serves all
+_EXPIRED = _Closed(
+    CloseCode.POLICY_VIOLATION,
+    TOKEN_EXPIRED,
+    label=TOKEN_EXPIRED,
+    farewell=TOKEN_EXPIRED_FRAME.text,
+)
 
 
 def _error_frame(error: str, detail: str) -> str:
@@ -123,20 +144,28 @@ async def _drain_until_disconnect(receive: Receive) -> None:
 
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime, batch: bool) -> _Closed:
-    timeout = runtime.settings.write_timeout_s
+    guard = WriteTimeout(runtime.settings.write_timeout_s)
     meter = runtime.metrics.meter("websocket")
     try:
         async for frames in sub:
             texts = batched_texts(frames) if batch else [frame.text for frame in frames]
-            async with asyncio.timeout(timeout):
-                for text in texts:
-                    await _send_text(send, text)
+            guard.begin()
+            for text in texts:
+                await _send_text(send, text)
+            guard.end()
             meter.record(frames, sub.replaying)
-    except TimeoutError:
-        return _Closed(CloseCode.TRY_AGAIN_LATER, "write timeout: the client is not reading")
+    except asyncio.CancelledError:
+        if guard.expired():
+            return _Closed(CloseCode.TRY_AGAIN_LATER, "write timeout: the client is not reading")
+        raise
     except StoreUnavailable as exc:
-        await _send_text(send, unavailable(str(exc)).text)
-        return _Closed(CloseCode.TRY_AGAIN_LATER, "the store is unavailable")
+        return _Closed(
+            CloseCode.TRY_AGAIN_LATER,
+            "the store is unavailable",
+            farewell=unavailable(str(exc)).text,
+        )
+    finally:
+        guard.close()
     return _Closed(CloseCode.SERVICE_RESTART, "the server is restarting")
 
 
@@ -151,10 +180,18 @@ async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime)
             scope["path"], "/ws/", params, header(scope, b"last-event-id")
         )
         scheme, host = request_origin_parts(scope, settings)
-        refusal = origin_refusal(header(scope, b"origin"), scheme, host, settings)
+        origin = header(scope, b"origin")
+        refusal = origin_refusal(origin, scheme, host, settings)
         if refusal is not None:
+            log.warning(
+                "websocket refused channel=%s client=%s origin=%r: %s",
+                request.channel,
+                client,
+                (origin or "")[:200],
+                refusal.code,
+            )
             raise refusal
-        await authorize_stream(
+        grant = await authorize_stream(
             runtime, client, header(scope, b"authorization"), params, request.channel
         )
         if runtime.hub.closing:
@@ -164,14 +201,19 @@ async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime)
         await refuse_websocket(scope, send, error)
         return
     try:
-        reason = await _serve(scope, receive, send, runtime, request)
+        reason = await _serve(scope, receive, send, runtime, request, grant)
     finally:
         runtime.admission.release(client)
     runtime.metrics.disconnects.labels("websocket", reason).inc()
 
 
 async def _serve(
-    scope: Scope, receive: Receive, send: Send, runtime: Runtime, request: StreamRequest
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    runtime: Runtime,
+    request: StreamRequest,
+    grant: ReadGrant,
 ) -> str:
     """Accept, stream until either side ends, close; returns why it ended."""
     started = time.monotonic()
@@ -192,7 +234,9 @@ async def _serve(
                 )
                 await _send_text(send, hello.text)
                 closed = await race(
-                    _pump(send, sub, runtime, request.batch), _read_client(receive, send)
+                    _pump(send, sub, runtime, request.batch),
+                    _read_client(receive, send),
+                    *until_expiry(grant, _EXPIRED),
                 )
             except Exception:
                 log.exception("websocket stream failed")
@@ -205,9 +249,11 @@ async def _serve(
         return "store_unavailable"
     reason, detail = "client_closed", "the client closed the connection"
     if closed is not None:
-        reason, detail = closed.code.name.lower(), closed.reason
+        reason, detail = closed.label, closed.reason
         with contextlib.suppress(TimeoutError):  # a client that never reads may block this too
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                if closed.farewell is not None:
+                    await _send_text(send, closed.farewell)
                 await send({"type": "websocket.close", "code": int(closed.code), "reason": detail})
         await _drain_until_disconnect(receive)
     log.info(

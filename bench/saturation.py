@@ -1,0 +1,134 @@
+"""Saturation: raise the publish rate until p99 delivery latency passes 1 s.
+
+S SSE subscribers (1,000) on one server; the rate climbs a ladder (100, 150,
+200, ... events/s) for T seconds each until p99 > ``--limit-ms`` (1000) or an
+event is lost; the answer is the highest deliveries/s seen within the limit.
+
+    python bench/saturation.py                      # Livefeed, one process on one core
+    python bench/saturation.py --target baseline    # the Starlette baseline, same ladder
+    python bench/saturation.py --server-workers 2   # Livefeed --workers 2, unpinned
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import fanout
+from common import add_run_flags, print_table, raise_fd_limit, run_and_report, running_server
+
+LADDER = (100, 150, 200, 250, 300, 400, 500, 700, 1000)
+
+
+def run(
+    *,
+    subscribers: int = 1000,
+    seconds: float = 5.0,
+    limit_ms: float = 1000.0,
+    ladder: tuple[int, ...] = LADDER,
+    server_workers: int = 1,
+    runs: int = 1,
+    pin: bool = True,
+    quiet_s: float = 0.0,
+    target: str = "livefeed",
+) -> dict[str, Any]:
+    """Climb the ladder on one server; stop at the first step over the limit."""
+    if server_workers > 1:
+        pin = False  # the workers share both cores with the load generator
+    env = {"LIVEFEED_WORKERS": str(server_workers)} if server_workers > 1 else {}
+    raise_fd_limit()
+    steps: list[dict[str, Any]] = []
+    failures: list[str] = []
+    with running_server(pin, env=env, target=target) as server:
+        for rate in ladder:
+            result = fanout.run(
+                subscribers=subscribers,
+                rate=rate,
+                seconds=seconds,
+                ws_fraction=0,
+                runs=runs,
+                pin=pin,
+                quiet_s=quiet_s,
+                server=server,
+            )
+            row = result["rows"][0]
+            row["server_workers"] = server_workers
+            steps.append(row)
+            if result["failures"] or row["p99_ms"] > limit_ms:
+                break
+    within = [r for r in steps if r["p99_ms"] <= limit_ms and not r["lost"]]
+    best = max(within, key=lambda r: r["deliveries_per_s"], default=None)
+    if best is None:
+        failures.append(f"no step kept p99 within {limit_ms:g} ms")
+    return {"steps": steps, "best": best, "limit_ms": limit_ms, "runs": runs, "failures": failures}
+
+
+def print_results(result: dict[str, Any]) -> None:
+    headers = ["server", "workers", "subscribers", "rate /s", "deliv/s", "lost", "p50 ms"]
+    headers += ["p99 ms", "max ms", "srv CPU%", "load CPU%", "load saturated", "other CPU%"]
+    rows = [
+        [
+            r["target"],
+            r["server_workers"],
+            r["subscribers"],
+            r["rate"],
+            r["deliveries_per_s"],
+            r["lost"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["max_ms"],
+            r["server_cpu_percent"],
+            r["load_cpu_percent"],
+            r["load_saturated"],
+            r["other_cpu_percent"],
+        ]
+        for r in result["steps"]
+    ]
+    print_table(f"Saturation: the rate ladder until p99 > {result['limit_ms']:g} ms", headers, rows)
+    best = result["best"]
+    if best is not None:
+        print(
+            f"  saturation: {best['deliveries_per_s']:,.0f} deliveries/s at "
+            f"{best['rate']:g} events/s x {best['subscribers']} subscribers "
+            f"(p99 {best['p99_ms']:.0f} ms)"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="publishing time per step")
+    parser.add_argument("--limit-ms", type=float, default=1000.0, help="the p99 that ends it")
+    parser.add_argument(
+        "--ladder", default=",".join(map(str, LADDER)), help="comma-separated rates to try"
+    )
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="Livefeed --workers (>1 runs unpinned)"
+    )
+    add_run_flags(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_and_report(
+        not args.no_pin and args.server_workers == 1,
+        lambda: run(
+            subscribers=args.subscribers,
+            seconds=args.seconds,
+            limit_ms=args.limit_ms,
+            ladder=tuple(int(r) for r in args.ladder.split(",")),
+            server_workers=args.server_workers,
+            runs=args.runs,
+            pin=not args.no_pin,
+            quiet_s=args.wait_quiet,
+            target=args.target,
+        ),
+        print_results,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,6 @@
+-- A stream ticket minted with an expiring credential (a JWT signed with
+-- LIVEFEED_TOKEN_SECRET) must not outlive it: the stream it opens is closed
+-- when the credential expires.  Unix seconds (DOUBLE PRECISION, as
+-- expires_at); NULL for a credential that does not expire (the static read or
+-- publish token).  Adding a nullable column without a default rewrites nothing.
+ALTER TABLE stream_tickets ADD COLUMN credential_expires_at DOUBLE PRECISION;

@@ -46,7 +46,7 @@ from websockets.asyncio.client import connect
 
 SEED_BATCH = 1000
 READ_TIMEOUT_S = 60.0
-METHODS = ("sse", "websocket", "pages", "ndjson")
+METHODS = ("sse", "websocket", "websocket+batch", "pages", "ndjson")
 BASELINE_METHODS = ("sse", "websocket")
 
 
@@ -139,10 +139,15 @@ async def read_sse(server: Server, cursor: int, last_id: int) -> Received:
     raise BenchFailure(f"the SSE stream ended at id {got.last_id}, before {last_id}")
 
 
-async def read_websocket(server: Server, cursor: int, last_id: int, deflate: bool) -> Received:
-    """``websockets`` client; ``deflate`` offers compression as every browser does."""
+async def read_websocket(
+    server: Server, cursor: int, last_id: int, deflate: bool, batch: bool = False
+) -> Received:
+    """``websockets`` client; ``deflate`` offers compression as every browser does;
+    ``batch`` asks for ``?batch=1`` (several envelopes per frame, as the dashboard does)."""
     got = Received(server.pid)
     url = f"{server.ws_url}/ws/validation_updates?last_event_id={cursor}"
+    if batch:
+        url += "&batch=1"
     compression = "deflate" if deflate else None
     got.begin()
     async with connect(
@@ -152,7 +157,12 @@ async def read_websocket(server: Server, cursor: int, last_id: int, deflate: boo
             async for message in ws:
                 got.arrived()
                 raw = message.encode() if isinstance(message, str) else message
-                if raw.startswith(b'{"id":'):
+                if raw.startswith(b"["):
+                    for envelope in orjson.loads(raw):
+                        got.take(envelope["id"])
+                    if got.last_id >= last_id:
+                        return got.end()
+                elif raw.startswith(b'{"id":'):
                     got.take(int(raw[6 : raw.index(b",")]))
                     if got.last_id >= last_id:
                         return got.end()
@@ -249,6 +259,7 @@ async def run_once(
         "sse": lambda: read_sse(server, cursor, last_id),
         "websocket": lambda: read_websocket(server, cursor, last_id, deflate=False),
         "websocket+deflate": lambda: read_websocket(server, cursor, last_id, deflate=True),
+        "websocket+batch": lambda: read_websocket(server, cursor, last_id, False, batch=True),
         "pages": lambda: read_pages(server, cursor, last_id),
         "ndjson": lambda: read_ndjson(server, cursor, last_id),
     }
@@ -344,7 +355,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help="comma-separated: sse, websocket, websocket+deflate, pages, ndjson",
+        help="comma-separated: sse, websocket, websocket+batch, websocket+deflate, pages, ndjson",
     )
     add_run_flags(parser)
     return parser.parse_args(argv)

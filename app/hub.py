@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.events import Control, Event, Frame, utc_timestamp
@@ -62,6 +62,22 @@ def resume_point(cursor: int, bounds: Bounds) -> tuple[int, Control | None]:
 class Subscription:
     """One reader: cursor, filter, bounded live queue, and the catch-up logic."""
 
+    __slots__ = (
+        "_closing",
+        "_finished",
+        "_hub",
+        "_live",
+        "_live_from",
+        "_overflowed",
+        "_pending",
+        "_queue",
+        "_waiter",
+        "cursor",
+        "filter",
+        "latest_id",
+        "replaying",
+    )
+
     def __init__(
         self, hub: Hub, filter: EventFilter, cursor: int, latest_id: int, first: list[Frame]
     ) -> None:
@@ -70,12 +86,12 @@ class Subscription:
         self.latest_id = latest_id  # the store's newest id at the handshake
         self._hub = hub
         self._pending: list[Frame] = first
-        self._queue: deque[Event] = deque()
+        self._queue: list[Event] = []
         self._live = False
         self._live_from = 0
         self._overflowed = False
-        self._wake = asyncio.Event()
-        self._closing: Control | None = None
+        self._waiter: asyncio.Future[None] | None = None  # a future only while waiting:
+        self._closing: Control | None = None  # an idle stream costs a few hundred bytes
         self._finished = False
         self.replaying = True  # whether the last batch came from the log, not live
 
@@ -86,22 +102,27 @@ class Subscription:
         if event.id <= self._live_from or not self.filter.matches(event):
             return True
         if len(self._queue) >= self._hub.queue_size:
-            self._queue.clear()
+            self._queue = []
             self._live = False
             self._overflowed = True
-            self._wake.set()
+            self._wake()
             return False
         self._queue.append(event)
-        self._wake.set()
+        self._wake()
         return True
 
     def push(self, control: Control) -> None:
         self._pending.append(control)
-        self._wake.set()
+        self._wake()
 
     def close(self, farewell: Control) -> None:
         self._closing = farewell
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # Called by the transport.
 
@@ -133,14 +154,18 @@ class Subscription:
             if self._queue or self._pending:
                 frames = self._take_pending()
                 if self._queue:
-                    events = list(self._queue)
-                    self._queue.clear()
+                    events, self._queue = self._queue, []
                     self.cursor = events[-1].id
                     frames.extend(events)
                 self.replaying = False
                 return frames
-            self._wake.clear()
-            await self._wake.wait()
+            # Nothing to hand out: every change above wakes the waiter, and none can
+            # happen between those checks and this line (no await in between).
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     def _take_pending(self) -> list[Frame]:
         frames, self._pending = self._pending, []
@@ -160,6 +185,25 @@ class Subscription:
         self._live = True
         hub.register_live(self)
         return events
+
+
+class Subscribing:
+    """The context manager of :meth:`Hub.subscribe`: a plain object rather than a
+    generator, whose suspended frame every open stream would keep."""
+
+    __slots__ = ("_cursor", "_filter", "_hub", "_sub", "_tail")
+
+    def __init__(self, hub: Hub, filter: EventFilter, cursor: int | None, tail: int) -> None:
+        self._hub, self._filter, self._cursor, self._tail = hub, filter, cursor, tail
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> Subscription:
+        self._sub = await self._hub.open_subscription(self._filter, self._cursor, self._tail)
+        return self._sub
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._sub is not None:
+            self._hub.close_subscription(self._sub)
 
 
 class Hub:
@@ -218,11 +262,16 @@ class Hub:
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
 
-    @contextlib.asynccontextmanager
-    async def subscribe(
+    def subscribe(
         self, filter: EventFilter, cursor: int | None, tail: int = 0
-    ) -> AsyncIterator[Subscription]:
-        """Open a subscription after ``cursor`` (``None``: live only, or the last ``tail``)."""
+    ) -> Subscribing:
+        """``async with hub.subscribe(...) as sub``: a subscription after ``cursor``
+        (``None``: live only, or the last ``tail``), released on exit."""
+        return Subscribing(self, filter, cursor, tail)
+
+    async def open_subscription(
+        self, filter: EventFilter, cursor: int | None, tail: int = 0
+    ) -> Subscription:
         bounds = await self.store.bounds()
         first: list[Frame] = []
         if cursor is None:
@@ -237,11 +286,11 @@ class Hub:
                 first.append(notice)
         sub = Subscription(self, filter, start, bounds.latest_id, first)
         self._subscriptions.add(sub)
-        try:
-            yield sub
-        finally:
-            self._subscriptions.discard(sub)
-            self._unregister_live(sub)
+        return sub
+
+    def close_subscription(self, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+        self._unregister_live(sub)
 
     def register_live(self, sub: Subscription) -> None:
         if sub.filter.workflow_id is None:

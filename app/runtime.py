@@ -21,6 +21,7 @@ from app.limits import Admission
 from app.metrics import Metrics
 from app.store import Store, StoreUnavailable, open_store
 from app.transports.asgi import jitter_ms
+from app.transports.write_timeout import WriteWatch
 
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_S = 60.0
@@ -33,6 +34,7 @@ class Runtime:
     hub: Hub
     metrics: Metrics
     admission: Admission
+    writes: WriteWatch
     started_at: float = field(default_factory=time.time)
     node: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -49,9 +51,11 @@ class Runtime:
             on_fell_behind=metrics.fell_behind.inc,
         )
         await hub.start()
-        runtime = cls(settings, store, hub, metrics, Admission(settings))
+        writes = WriteWatch(settings.write_timeout_s)
+        runtime = cls(settings, store, hub, metrics, Admission(settings), writes)
         runtime.tasks.append(asyncio.create_task(runtime._maintain_forever(settings.retention)))
         runtime.tasks.append(asyncio.create_task(metrics.flush_forever()))
+        runtime.tasks.append(asyncio.create_task(writes.sweep_forever()))
         if settings.demo_rate > 0:
             from app.demo import publish_demo_events
 

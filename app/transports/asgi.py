@@ -94,16 +94,40 @@ async def refuse_websocket(scope: Scope, send: Send, error: ApiError) -> None:
         await send({"type": "websocket.close", "code": 1008, "reason": error.detail[:120]})
 
 
-async def race(*coroutines: Coroutine[Any, Any, Any]) -> Any:
-    """Run coroutines until the first finishes; cancel the rest; return its result.
+async def race(main: Coroutine[Any, Any, Any], *watchers: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` in this task and each watcher beside it, until one finishes; stop
+    the others and return what the first returned (or raise what it raised).
 
-    ``gather`` would leave the other side running when one ends.
+    ``main`` (a stream's pump) runs in the caller's task rather than a task of its
+    own: an open stream holds one task less, and no ``asyncio.wait`` bookkeeping.
+    A watcher that finishes first cancels this task; that cancellation is taken
+    back here.  ``gather`` would leave the other side running when one ends.
     """
-    tasks = [asyncio.ensure_future(coro) for coro in coroutines]
+    current = asyncio.current_task()
+    assert current is not None
+    first: list[asyncio.Task[Any]] = []
+
+    def finished(task: asyncio.Task[Any]) -> None:
+        if not first and not task.cancelled():
+            first.append(task)
+            current.cancel()
+
+    tasks = [asyncio.ensure_future(watcher) for watcher in watchers]
+    for task in tasks:
+        task.add_done_callback(finished)
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        result = await main
+    except asyncio.CancelledError:
+        if not first or current.cancelling() > 1:
+            raise  # cancelled from outside, not by a watcher
+        current.uncancel()
+        return first[0].result()
     finally:
         for task in tasks:
+            task.remove_done_callback(finished)
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return next(iter(done)).result()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    if first:  # a watcher finished while ``main`` was returning
+        current.uncancel()
+    return result

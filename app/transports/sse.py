@@ -33,7 +33,6 @@ from app.transports.asgi import (
 )
 from app.transports.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_FRAME, until_expiry
 from app.transports.request import StreamRequest, parse_stream_request
-from app.transports.write_timeout import WriteTimeout
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ async def _wait_disconnect(receive: Receive) -> str:
 
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> str:
-    guard = WriteTimeout(runtime.settings.write_timeout_s)
+    guard = runtime.writes.guard()
     meter = runtime.metrics.meter("sse")
     try:
         async for frames in sub:
@@ -185,6 +184,7 @@ async def _stream(
                 await _start(send, scope, runtime)
                 hello = connection_established(request.channel, "sse", sub, request.cursor, runtime)
                 await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
+                del hello  # not kept by every idle stream's frame
                 reason = await race(
                     _pump(send, sub, runtime),
                     _wait_disconnect(receive),

@@ -38,7 +38,6 @@ from app.transports.asgi import (
 from app.transports.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_FRAME, until_expiry
 from app.transports.request import StreamRequest, parse_stream_request
 from app.transports.sse import connection_established, unavailable
-from app.transports.write_timeout import WriteTimeout
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ async def _drain_until_disconnect(receive: Receive) -> None:
 
 
 async def _pump(send: Send, sub: Subscription, runtime: Runtime, batch: bool) -> _Closed:
-    guard = WriteTimeout(runtime.settings.write_timeout_s)
+    guard = runtime.writes.guard()
     meter = runtime.metrics.meter("websocket")
     try:
         async for frames in sub:
@@ -233,6 +232,7 @@ async def _serve(
                     request.channel, "websocket", sub, request.cursor, runtime
                 )
                 await _send_text(send, hello.text)
+                del hello  # not kept by every idle stream's frame
                 closed = await race(
                     _pump(send, sub, runtime, request.batch),
                     _read_client(receive, send),

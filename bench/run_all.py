@@ -1,13 +1,21 @@
-"""The whole suite in one command: publish, replay and fan-out, then one table.
+"""The whole suite in one command, Livefeed beside the baseline, then one table.
 
-    python bench/run_all.py             # small defaults, about a minute
+    python bench/run_all.py             # every scenario once, about 12 minutes
     python bench/run_all.py --runs 3    # medians of 3, what bench/README.md reports
     python bench/run_all.py --smoke     # seconds: does the suite still work? (CI)
+    python bench/run_all.py --only fanout,replay
+
+Scenarios: durable publish (Livefeed only: the baseline keeps nothing);
+replay of 20,000 events; fan-out at 100 and 1,000 subscribers x 100 events/s
+(SSE, and SSE + WebSocket with and without ``?batch=1``); saturation (the
+rate ladder until p99 > 1 s); 2,000 and 5,000 idle SSE connections.  Each
+runs on Livefeed and on the Starlette + sse-starlette baseline
+(``bench/baseline_app.py``) with the same load generator.
 
 Exits non-zero if any benchmark failed: a request error, a lost, duplicated
 or reordered event, a subscriber that could not connect, a server that did
-not start.  ``--smoke`` shares one server between the three and uses tiny
-sizes, so it checks the machinery, not the speed.
+not start.  ``--smoke`` uses tiny sizes, Livefeed only and one shared server,
+so it checks the machinery, not the speed.
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import fanout
+import idle
 import publish
 import replay
+import saturation
 from common import (
     NOISY_BACKGROUND_PERCENT,
+    TARGETS,
     BenchFailure,
     Server,
     add_quiet_flag,
@@ -37,24 +48,34 @@ from common import (
     running_server,
 )
 
+SCENARIOS = ("publish", "replay", "fanout", "saturation", "idle")
 SMOKE = {
     "publish": {"batches": [1, 100], "seconds": 0.3},
     "replay": {"events": 500},
-    "fanout": {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0},
+    "fanout": [{"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0}],
 }
+#: The issue's scenarios; everything but publish runs on both servers.
 DEFAULTS = {
     "publish": {"batches": [1, 100, 1000], "seconds": 3.0},
     "replay": {"events": 20_000},
-    "fanout": {"subscribers": 200, "rate": 100, "seconds": 5.0},
+    "fanout": [
+        {"subscribers": 100, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0},
+        {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0},
+        {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.5},
+        {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.5, "batch": True},
+    ],
+    "saturation": {"subscribers": 1000, "seconds": 5.0},
+    "idle": {"counts": [2000, 5000], "hold_s": 30.0},
 }
 SUMMARY_HEADERS = [
     "benchmark",
+    "server",
     "case",
     "rate /s",
-    "seconds",
     "p50 ms",
     "p99 ms",
     "lost",
+    "KiB/conn",
     "server CPU%",
     "server busy%",
     "load CPU%",
@@ -62,16 +83,21 @@ SUMMARY_HEADERS = [
     "other CPU%",
 ]
 
+Row = list[Any]
+Result = dict[str, Any]
+Step = tuple[str, Callable[[], Result], Callable[[Result], None], Callable[[Result], list[Row]]]
 
-def _publish_rows(result: dict[str, Any]) -> list[list[Any]]:
+
+def _publish_rows(result: Result) -> list[Row]:
     return [
         [
             "publish",
+            "livefeed",
             f"{r['mode']}, {r['concurrency']} conns (events/s)",
             r["events_per_s"],
-            r["seconds"],
             r["p50_ms"],
             r["p99_ms"],
+            None,
             None,
             r["server_cpu_percent"],
             r.get("server_runnable_percent"),
@@ -83,16 +109,17 @@ def _publish_rows(result: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
-def _replay_rows(result: dict[str, Any]) -> list[list[Any]]:
+def _replay_rows(result: Result) -> list[Row]:
     return [
         [
             "replay",
+            r["target"],
             f"{r['events']:,} over {r['method']} (events/s)",
             r["events_per_s"],
-            r["seconds"],
             None,
             None,
             r["expected"] - r["events"],
+            None,
             r["server_cpu_percent"],
             r.get("server_runnable_percent"),
             r["client_cpu_percent"],
@@ -103,29 +130,48 @@ def _replay_rows(result: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
-def _fanout_rows(result: dict[str, Any]) -> list[list[Any]]:
+def _delivery_row(benchmark: str, case: str, r: Result) -> Row:
     return [
-        [
-            "fan-out",
-            f"{fanout.mix_label(r)} (deliveries/s)",
-            r["deliveries_per_s"],
-            r["seconds"],
-            r["p50_ms"],
-            r["p99_ms"],
-            r["lost"],
-            r["server_cpu_percent"],
-            r.get("server_runnable_percent"),
-            r["load_cpu_percent"],
-            r["load_saturated"],
-            r["other_cpu_percent"],
-        ]
+        benchmark,
+        r["target"],
+        case,
+        r["deliveries_per_s"],
+        r["p50_ms"],
+        r["p99_ms"],
+        r["lost"],
+        r["first_run_kib_per_connection"],
+        r["server_cpu_percent"],
+        r.get("server_runnable_percent"),
+        r["load_cpu_percent"],
+        r["load_saturated"],
+        r["other_cpu_percent"],
+    ]
+
+
+def _fanout_rows(result: Result) -> list[Row]:
+    batch = " ?batch=1" if result.get("batch") else ""
+    return [
+        _delivery_row("fan-out", f"{fanout.mix_label(r)}{batch} (deliveries/s)", r)
+        for r in result["rows"]
+    ]
+
+
+def _saturation_rows(result: Result) -> list[Row]:
+    best = result["best"] or result["steps"][-1]
+    case = f"{best['subscribers']} SSE, best {best['rate']:g} events/s (deliveries/s)"
+    return [_delivery_row("saturation", case, best)]
+
+
+def _idle_rows(result: Result) -> list[Row]:
+    return [
+        _delivery_row("idle", f"{r['subscribers']:,} SSE held {result['hold_s']:g} s (KiB/conn)", r)
         for r in result["rows"]
     ]
 
 
 def _attempt(
-    name: str, bench: Callable[[], dict[str, Any]], printer: Callable[[dict[str, Any]], None]
-) -> tuple[dict[str, Any] | None, list[str]]:
+    name: str, bench: Callable[[], Result], printer: Callable[[Result], None]
+) -> tuple[Result | None, list[str]]:
     """Run one benchmark; a crash is a failure of that benchmark, not of the suite run."""
     started = time.monotonic()
     try:
@@ -139,52 +185,89 @@ def _attempt(
     return result, [f"{name}: {failure}" for failure in result["failures"]]
 
 
+def _steps(
+    smoke: bool, only: set[str], shared: Server | None, common: dict[str, Any]
+) -> list[Step]:
+    """Every (name, benchmark, printer, summary rows) of the suite, in running order."""
+    sizes: dict[str, Any] = SMOKE if smoke else DEFAULTS
+    steps: list[Step] = []
+    if "publish" in only:
+        steps.append(
+            (
+                "publish",
+                lambda: publish.run(**sizes["publish"], server=shared, **common),
+                publish.print_results,
+                _publish_rows,
+            )
+        )
+    for target in ("livefeed",) if smoke else TARGETS:
+        if "replay" in only:
+            steps.append(
+                (
+                    f"replay on {target}",
+                    lambda t=target: replay.run(
+                        **sizes["replay"], server=shared, target=t, **common
+                    ),
+                    replay.print_results,
+                    _replay_rows,
+                )
+            )
+        for case in sizes["fanout"] if "fanout" in only else []:
+            if case.get("batch") and target == "baseline":
+                continue  # batch frames are Livefeed's
+            steps.append(
+                (
+                    f"fan-out on {target}",
+                    lambda t=target, c=case: {
+                        **fanout.run(**c, server=shared, target=t, **common),
+                        "batch": c.get("batch", False),
+                    },
+                    fanout.print_results,
+                    _fanout_rows,
+                )
+            )
+        if "saturation" in only and not smoke:
+            steps.append(
+                (
+                    f"saturation on {target}",
+                    lambda t=target: saturation.run(**sizes["saturation"], target=t, **common),
+                    saturation.print_results,
+                    _saturation_rows,
+                )
+            )
+        if "idle" in only and not smoke:
+            steps.append(
+                (
+                    f"idle on {target}",
+                    lambda t=target: idle.run(**sizes["idle"], target=t, **common),
+                    idle.print_results,
+                    _idle_rows,
+                )
+            )
+    return steps
+
+
 def run_suite(
-    smoke: bool, runs: int, pin: bool, shared: Server | None, quiet_s: float = 0.0
-) -> tuple[dict[str, Any], list[str]]:
-    sizes = SMOKE if smoke else DEFAULTS
-    results: dict[str, Any] = {}
+    smoke: bool,
+    runs: int,
+    pin: bool,
+    shared: Server | None,
+    quiet_s: float = 0.0,
+    only: set[str] | None = None,
+) -> tuple[list[Row], list[str]]:
+    """Every step in turn; returns the summary rows and every failure."""
+    rows: list[Row] = []
     failures: list[str] = []
-    benches: list[tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]] = [
-        (
-            "publish",
-            lambda: publish.run(
-                **sizes["publish"], runs=runs, pin=pin, server=shared, quiet_s=quiet_s
-            ),
-            publish.print_results,
-        ),
-        (
-            "replay",
-            lambda: replay.run(
-                **sizes["replay"], runs=runs, pin=pin, server=shared, quiet_s=quiet_s
-            ),
-            replay.print_results,
-        ),
-        (
-            "fanout",
-            lambda: fanout.run(
-                **sizes["fanout"], runs=runs, pin=pin, server=shared, quiet_s=quiet_s
-            ),
-            fanout.print_results,
-        ),
-    ]
-    for name, bench, printer in benches:
+    common = {"runs": runs, "pin": pin, "quiet_s": quiet_s}
+    for name, bench, printer, rows_of in _steps(smoke, only or set(SCENARIOS), shared, common):
         result, failed = _attempt(name, bench, printer)
         failures += failed
         if result is not None:
-            results[name] = result
-    return results, failures
+            rows += rows_of(result)
+    return rows, failures
 
 
-def print_summary(results: dict[str, Any], runs: int) -> None:
-    rows: list[list[Any]] = []
-    for name, rows_of in (
-        ("publish", _publish_rows),
-        ("replay", _replay_rows),
-        ("fanout", _fanout_rows),
-    ):
-        if name in results:
-            rows += rows_of(results[name])
+def print_summary(rows: list[Row], runs: int) -> None:
     print_table(f"Livefeed benchmark summary (median of {runs} run(s))", SUMMARY_HEADERS, rows)
     noisy = [row for row in rows if (row[-1] or 0) > NOISY_BACKGROUND_PERCENT]
     if noisy:
@@ -201,8 +284,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one shared server")
     parser.add_argument("--runs", type=int, default=1, help="repeat each and report medians")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help=f"comma-separated: {', '.join(SCENARIOS)}"
+    )
     add_quiet_flag(parser)
-    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--json", type=Path, help="also write the summary rows to this file")
     return parser.parse_args(argv)
 
 
@@ -213,21 +299,22 @@ def main(argv: list[str] | None = None) -> int:
     print(environment_line(pin))
     raise_fd_limit()
     pin_load_generator(pin)
+    only = set(args.only.split(","))
     try:
         # Without --smoke every benchmark starts a fresh server of its own.
         with running_server(pin) if args.smoke else contextlib.nullcontext() as shared:
-            results, failures = run_suite(args.smoke, args.runs, pin, shared, args.wait_quiet)
+            rows, failures = run_suite(args.smoke, args.runs, pin, shared, args.wait_quiet, only)
     except BenchFailure as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    print_summary(results, args.runs)
+    print_summary(rows, args.runs)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+        args.json.write_text(json.dumps({"headers": SUMMARY_HEADERS, "rows": rows}, indent=2))
     print(f"  suite took {time.monotonic() - started:.1f} s")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if failures or len(results) < 3 else 0
+    return 1 if failures or not rows else 0
 
 
 if __name__ == "__main__":

@@ -35,10 +35,6 @@ def deadline(grant: ReadGrant) -> float | None:
     return asyncio.get_running_loop().time() + (grant.expires_at - time.time())
 
 
-def expired(at: float | None) -> bool:
-    return at is not None and asyncio.get_running_loop().time() >= at
-
-
 def until_expiry(grant: ReadGrant, outcome: T) -> tuple[Coroutine[Any, Any, T], ...]:
     """For ``race``: a coroutine that returns ``outcome`` when the credential expires,
     or none for a credential that does not expire (most streams pay nothing)."""
@@ -52,10 +48,12 @@ async def _sleep_until(at: float, outcome: T) -> T:
 
 
 async def next_before(items: AsyncIterator[T], at: float | None) -> T | None:
-    """The next item, or ``None`` at the deadline or the end.  For generator bodies,
-    where no race can run: the timeout covers the wait, never a ``yield``."""
-    try:
-        async with asyncio.timeout_at(at):
+    """The next item, or ``None`` at the end; :class:`TimeoutError` at the deadline.
+    For generator bodies, where no race can run: the timeout covers the wait,
+    never a ``yield``.  (Asking the clock afterwards would not do: a loop may fire
+    a timer a little before its time.)"""
+    async with asyncio.timeout_at(at):
+        try:
             return await anext(items)
-    except (TimeoutError, StopAsyncIteration):
-        return None
+        except StopAsyncIteration:
+            return None

@@ -27,7 +27,7 @@ from app.runtime import Runtime
 from app.schemas import Error, EventPage, EventQuery
 from app.security import ReadGrant
 from app.store import EventFilter, StoreUnavailable
-from app.transports.expiry import TOKEN_EXPIRED_FRAME, deadline, expired, next_before
+from app.transports.expiry import TOKEN_EXPIRED_FRAME, deadline, next_before
 from app.transports.request import parse_cursor, parse_int, parse_types, single
 
 poll = Blueprint("poll", __name__)
@@ -228,12 +228,13 @@ async def _follow(
     try:
         at = deadline(grant)
         async with rt.hub.subscribe(query.filter, query.after) as sub:
-            while (frames := await next_before(sub, at)) is not None:
-                events = [frame for frame in frames if isinstance(frame, Event)]
-                meter.record(events, sub.replaying)
-                # a bare newline keeps idle proxies from closing the stream; jq skips it
-                yield _ndjson(events) if events else b"\n"
-            if expired(at):
+            try:
+                while (frames := await next_before(sub, at)) is not None:
+                    events = [frame for frame in frames if isinstance(frame, Event)]
+                    meter.record(events, sub.replaying)
+                    # a bare newline keeps idle proxies from closing the stream; jq skips it
+                    yield _ndjson(events) if events else b"\n"
+            except TimeoutError:
                 yield TOKEN_EXPIRED_FRAME.json + b"\n"
     finally:
         connections.dec()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 1000
 RING_SIZE = 4096
 STORE_RETRY_S = 0.5
+WAKE_SLICE = 16  # subscribers woken per loop pass (measured: 4-64 all far better than all)
 
 
 @dataclass(slots=True)
@@ -72,6 +73,7 @@ class Subscription:
         "_pending",
         "_queue",
         "_waiter",
+        "_wake_queued",
         "cursor",
         "filter",
         "latest_id",
@@ -90,6 +92,7 @@ class Subscription:
         self._live = False
         self._live_from = 0
         self._overflowed = False
+        self._wake_queued = False  # in the hub's list of subscribers to wake
         self._waiter: asyncio.Future[None] | None = None  # a future only while waiting:
         self._closing: Control | None = None  # an idle stream costs a few hundred bytes
         self._finished = False
@@ -108,7 +111,9 @@ class Subscription:
             self._wake()
             return False
         self._queue.append(event)
-        self._wake()
+        if self._waiter is not None and not self._wake_queued:
+            self._wake_queued = True
+            self._hub.wake_soon(self)
         return True
 
     def push(self, control: Control) -> None:
@@ -117,6 +122,10 @@ class Subscription:
 
     def close(self, farewell: Control) -> None:
         self._closing = farewell
+        self._wake()
+
+    def wake_queued(self) -> None:
+        self._wake_queued = False
         self._wake()
 
     def _wake(self) -> None:
@@ -230,6 +239,8 @@ class Hub:
         self._everything: set[Subscription] = set()
         self._by_workflow: dict[str, set[Subscription]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._to_wake: deque[Subscription] = deque()
+        self._waking = False
 
     async def start(self) -> None:
         latest = (await self.store.bounds()).latest_id
@@ -319,6 +330,24 @@ class Hub:
         newer.reverse()
         return newer
 
+    def wake_soon(self, sub: Subscription) -> None:
+        self._to_wake.append(sub)
+
+    def _wake_slice(self) -> None:
+        """Wake ``WAKE_SLICE`` subscribers now and the rest in the next loop passes.
+
+        Waking all of them at once puts every subscriber's write in one pass of
+        the event loop; a publish in flight then waits a whole round of writes
+        for each of its steps (parse, handler, commit, answer).  In slices, the
+        loop polls sockets and runs other work between them, so publishes keep
+        moving while the fan-out proceeds; the writes are the same."""
+        pending = self._to_wake
+        for _ in range(min(WAKE_SLICE, len(pending))):
+            pending.popleft().wake_queued()
+        self._waking = bool(pending)
+        if self._waking:
+            asyncio.get_running_loop().call_soon(self._wake_slice)
+
     def _committed(self, events: list[Event]) -> None:
         """This process's own commit: deliver it now, with no read of the log, when it
         follows on from what was dispatched (otherwise another process wrote in
@@ -349,6 +378,8 @@ class Hub:
                 overflowed.clear()
         self.dispatched_id = max(self.dispatched_id, scanned_to)
         self.stats.dispatched += len(events)
+        if self._to_wake and not self._waking:
+            self._wake_slice()
 
     async def _tail(self) -> None:
         while True:

@@ -460,9 +460,15 @@ class HttpConnection:
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
 
-    async def post_json(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post_json(
+        self, path: str, body: bytes, idempotency_key: str | None = None
+    ) -> tuple[int, bytes]:
+        """POST JSON.  With ``idempotency_key`` a retry after a lost answer cannot
+        publish twice: the server may have committed a request whose connection
+        its keep-alive timer closed before the answer went out."""
+        key = f"Idempotency-Key: {idempotency_key}\r\n" if idempotency_key else ""
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n{key}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         return await self._exchange(head + body)

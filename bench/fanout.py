@@ -474,7 +474,7 @@ async def _publish_one(pool: PublisherPool, out: Published, seq: int, due: float
         out.max_lag_s = max(out.max_lag_s, time.monotonic() - due)
         started = time.time()
         body = orjson.dumps({"type": "bench.tick", "data": {"t": started, "seq": seq}})
-        status, answer = await conn.post_json("/api/events", body)
+        status, answer = await conn.post_json("/api/events", body, f"fanout-{started}-{seq}")
         out.latencies.append(time.time() - started)
     finally:
         await pool.release(conn)

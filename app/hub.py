@@ -71,7 +71,9 @@ class Subscription:
         "_live_from",
         "_overflowed",
         "_pending",
+        "_picky",
         "_queue",
+        "_queue_size",
         "_waiter",
         "_wake_queued",
         "cursor",
@@ -87,6 +89,9 @@ class Subscription:
         self.cursor = cursor  # the last id handed out or scanned past
         self.latest_id = latest_id  # the store's newest id at the handshake
         self._hub = hub
+        self._queue_size = hub.queue_size
+        # the hub's index matches the workflow; only these need a look at each event
+        self._picky = not (filter.types is None and filter.since is None and filter.until is None)
         self._pending: list[Frame] = first
         self._queue: list[Event] = []
         self._live = False
@@ -100,17 +105,23 @@ class Subscription:
 
     # Called by the hub; none of these ever awaits.
 
-    def offer(self, event: Event) -> bool:
-        """Queue a live event; ``False`` means the queue overflowed and we left."""
-        if event.id <= self._live_from or not self.filter.matches(event):
+    def offer(self, events: list[Event]) -> bool:
+        """Queue live events (in id order, of this subscription's workflow: the hub's
+        index saw to that); ``False`` means the queue overflowed and we left."""
+        if events[0].id <= self._live_from:
+            events = [event for event in events if event.id > self._live_from]
+        if self._picky:
+            events = [event for event in events if self.filter.matches(event)]
+        if not events:
             return True
-        if len(self._queue) >= self._hub.queue_size:
+        queue = self._queue
+        if len(queue) + len(events) > self._queue_size:
             self._queue = []
             self._live = False
             self._overflowed = True
             self._wake()
             return False
-        self._queue.append(event)
+        queue.extend(events)
         if self._waiter is not None and not self._wake_queued:
             self._wake_queued = True
             self._hub.wake_soon(self)
@@ -194,6 +205,15 @@ class Subscription:
         self._live = True
         hub.register_live(self)
         return events
+
+
+def _by_workflow(events: list[Event]) -> dict[str, list[Event]]:
+    """The events of each workflow, in id order."""
+    grouped: dict[str, list[Event]] = {}
+    for event in events:
+        if event.workflow_id is not None:
+            grouped.setdefault(event.workflow_id, []).append(event)
+    return grouped
 
 
 class Subscribing:
@@ -360,22 +380,21 @@ class Hub:
         overlaps what a commit already delivered only adds what is new."""
         if events and events[0].id <= self.dispatched_id:
             events = [event for event in events if event.id > self.dispatched_id]
-        overflowed: list[Subscription] = []
+        if not events:
+            self.dispatched_id = max(self.dispatched_id, scanned_to)
+            return
         for event in events:
             self._ring.append(event)
-            if len(self._ring) > RING_SIZE:
-                self.ring_floor = self._ring.popleft().id
-            for sub in self._everything:
-                if not sub.offer(event):
-                    overflowed.append(sub)
-            if event.workflow_id is not None:
-                for sub in self._by_workflow.get(event.workflow_id, ()):
-                    if not sub.offer(event):
+        while len(self._ring) > RING_SIZE:
+            self.ring_floor = self._ring.popleft().id
+        overflowed = [sub for sub in self._everything if not sub.offer(events)]
+        if self._by_workflow:
+            for workflow_id, of_workflow in _by_workflow(events).items():
+                for sub in self._by_workflow.get(workflow_id, ()):
+                    if not sub.offer(of_workflow):
                         overflowed.append(sub)
-            if overflowed:
-                for sub in overflowed:
-                    self._unregister_live(sub)
-                overflowed.clear()
+        for sub in overflowed:
+            self._unregister_live(sub)
         self.dispatched_id = max(self.dispatched_id, scanned_to)
         self.stats.dispatched += len(events)
         if self._to_wake and not self._waking:

@@ -11,6 +11,7 @@ real store with its clock function replaced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -28,7 +29,7 @@ import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import app.store.sqlite as sqlite_module
 from app.config import Settings
@@ -505,6 +506,42 @@ asyncio.run(serve(create_app(settings), config))
 """
 
 
+@contextlib.contextmanager
+def script_server(script: str, tmp_path: Path) -> Iterator[int]:
+    """The app served by a small script of the test's own (a setting Livefeed does not
+    offer, a fault it cannot be made to have from outside); yields its port."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEED_")}
+    env |= {
+        "LIVEFEED_PORT": str(port),
+        "LIVEFEED_DATABASE_URL": f"sqlite:///{tmp_path / 'script.db'}",
+        "LIVEFEED_HEARTBEAT_S": "30",
+    }
+    log_path = tmp_path / "script.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 async def quiet_sse(url: str, quiet_s: float) -> tuple[bool, float]:
     """Open an SSE stream and send nothing more: (did it end, when)."""
     started = time.monotonic()
@@ -529,31 +566,7 @@ def test_row47_quiet_streams_outlive_what_a_read_timeout_would_cut(
     closes a quiet SSE stream after about a second (a stream client sends nothing after
     its request).  Livefeed's own server keeps quiet SSE and WebSocket streams open for
     3 s (heartbeats every 30 s) and they then get the next event."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEED_")}
-    env |= {
-        "LIVEFEED_PORT": str(port),
-        "LIVEFEED_DATABASE_URL": f"sqlite:///{tmp_path / 'timeout.db'}",
-        "LIVEFEED_HEARTBEAT_S": "30",
-    }
-    with open(tmp_path / "timeout.log", "wb") as log:
-        cutting = subprocess.Popen(
-            [sys.executable, "-c", RUN_WITH_READ_TIMEOUT],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert cutting.poll() is None, (tmp_path / "timeout.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    with script_server(RUN_WITH_READ_TIMEOUT, tmp_path) as port:
 
         async def scenario() -> None:
             url = f"http://127.0.0.1:{port}/sse/validation_updates"
@@ -569,9 +582,73 @@ def test_row47_quiet_streams_outlive_what_a_read_timeout_would_cut(
                 assert orjson.loads(await asyncio.wait_for(ws.recv(), 3))["id"] == event_id
 
         asyncio.run(scenario())
-    finally:
-        os.killpg(cutting.pid, signal.SIGKILL)
-        cutting.wait()
+
+
+# Row 36: a handler that fails after the stream was accepted
+
+RUN_WITH_A_FAILING_PUMP = """
+import asyncio, os
+from app.config import from_env
+from app.events import Event
+from app.hub import Subscription
+from app.server import serve_forever
+
+real_next = Subscription.__anext__
+
+async def failing_next(self):
+    frames = await real_next(self)
+    if any(isinstance(f, Event) and f.type == "boom" for f in frames):
+        raise RuntimeError("injected failure after accept")
+    return frames
+
+Subscription.__anext__ = failing_next
+asyncio.run(serve_forever(from_env(os.environ)))
+"""
+
+
+def test_row36_a_handler_failing_after_accept_closes_1011_and_the_server_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A bug in the stream path (here: the subscription raises once a "boom" event
+    arrives) must not look like a normal end: WebSocket closes 1011 "internal error;
+    reconnect", SSE sends an ``internal_error`` event and ends, the traceback is
+    logged, and the server keeps serving everyone else."""
+    with script_server(RUN_WITH_A_FAILING_PUMP, tmp_path) as port:
+        base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+
+        async def scenario() -> None:
+            async with (
+                connect(ws_base + "/ws/validation_updates") as ws,
+                httpx.AsyncClient(timeout=10) as client,
+                client.stream("GET", base + "/sse/validation_updates") as sse,
+            ):
+                assert orjson.loads(await ws.recv())["type"] == "connection_established"
+                published = await client.post(
+                    base + "/api/events", json={"type": "boom", "data": {}}
+                )
+                assert published.status_code == 201
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 5)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1011
+                assert closed.value.rcvd.reason == "internal error; reconnect"
+                parser, errors = SSEParser(), []
+                async with asyncio.timeout(5):
+                    async for chunk in sse.aiter_bytes():  # ends with the response
+                        errors += [m for m in parser.feed(chunk) if m.event == "error"]
+                assert [orjson.loads(m.data)["error"] for m in errors] == ["internal_error"]
+
+            async with connect(ws_base + "/ws/validation_updates") as ws:
+                assert orjson.loads(await ws.recv())["type"] == "connection_established"
+                async with httpx.AsyncClient(timeout=10) as client:
+                    await client.post(base + "/api/events", json={"type": "after", "data": {}})
+                assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "after"
+
+        asyncio.run(scenario())
+        log = (tmp_path / "script.log").read_text()
+        assert "websocket stream failed" in log and "sse stream failed" in log
+        assert log.count("RuntimeError: injected failure after accept") == 2
 
 
 # The database file made read-only

@@ -58,6 +58,13 @@ def connection_established(
     )
 
 
+INTERNAL_ERROR_FRAME = Control.build(
+    "error",
+    error="internal_error",
+    detail="the server failed while streaming; reconnect with your last event id",
+)
+
+
 def unavailable(detail: str) -> Control:
     return Control.build("error", error="unavailable", detail=detail)
 
@@ -185,13 +192,19 @@ async def _stream(
                 hello = connection_established(request.channel, "sse", sub, request.cursor, runtime)
                 await _write(send, f"retry: {runtime.settings.retry_ms}\n".encode() + hello.sse)
                 del hello  # not kept by every idle stream's frame
-                reason = await race(
-                    _pump(send, sub, runtime),
-                    _wait_disconnect(receive),
-                    *until_expiry(grant, TOKEN_EXPIRED),
-                )
+                try:
+                    reason = await race(
+                        _pump(send, sub, runtime),
+                        _wait_disconnect(receive),
+                        *until_expiry(grant, TOKEN_EXPIRED),
+                    )
+                except Exception:  # a bug: say so, and end cleanly so the client resumes
+                    log.exception("sse stream failed")
+                    reason = "internal_error"
                 if reason == TOKEN_EXPIRED:
                     await _last_write(send, TOKEN_EXPIRED_FRAME.sse, runtime)
+                elif reason == "internal_error":
+                    await _last_write(send, INTERNAL_ERROR_FRAME.sse, runtime)
                 elif reason in ("shutdown", "store_unavailable"):
                     await _write(send, b"", more=False)
             finally:

@@ -8,12 +8,14 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # Browser tests drive Debian's Chromium with Playwright (its own browser
 # downloads are not used); the multi-node test runs Debian's nginx in front of
-# two servers.  Installed here when we can; otherwise those tests skip on a
+# two servers; one fault test steps a running server's wall clock back with
+# libfaketime (package faketime).  Installed here when we can; otherwise those tests skip on a
 # developer machine, and fail in CI.  PostgreSQL tests use the server on
 # 127.0.0.1:5432 (or LIVEFEED_TEST_POSTGRES_URL).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-liberation)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq

@@ -455,6 +455,62 @@ async def test_row45_sqlite_clock_stepping_back_an_hour_keeps_ids_and_ts_increas
     assert after[0].ts > before[-1].ts
 
 
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")  # thread-safe
+
+
+def test_row45_a_running_server_whose_wall_clock_steps_back_an_hour(tmp_path: Path) -> None:
+    """The whole server under libfaketime, its wall clock stepped back 1 h while it runs
+    (the monotonic clock left alone, as on a real machine whose NTP steps the time):
+    ids keep increasing, ts never goes back, an open stream keeps delivering in order,
+    and since= still splits the log exactly."""
+    if not LIBFAKETIME.exists():
+        skip_or_fail(f"{LIBFAKETIME} is missing (Debian package faketime)")
+    offset_file = tmp_path / "offset"
+    offset_file.write_text("+0\n")
+    env = {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    server = ServerProcess(tmp_path, env=env).start()
+    try:
+
+        async def scenario() -> list[int]:
+            async with (
+                httpx.AsyncClient(timeout=10) as client,
+                client.stream("GET", server.url + "/sse/validation_updates") as stream,
+            ):
+                before = server.publish([{"type": "before", "data": {"n": n}} for n in range(3)])
+                offset_file.write_text("-3600\n")
+                behind = [server.publish({"type": "behind", "data": {"n": n}})[0] for n in range(3)]
+                offset_file.write_text("+0\n")
+                after = server.publish({"type": "after"})
+                wanted = before + behind + after
+                parser, seen = SSEParser(), []
+                async with asyncio.timeout(10):
+                    async for chunk in stream.aiter_bytes():
+                        messages = parser.feed(chunk)
+                        seen += [int(m.id) for m in messages if m.event not in CONTROL_TYPES]
+                        if len(seen) >= len(wanted):
+                            break
+                assert seen == wanted
+                return wanted
+
+        wanted = asyncio.run(scenario())
+        stored = server.events()
+        assert [e["id"] for e in stored] == wanted == sorted(wanted)
+        stamps = [e["ts"] for e in stored]
+        assert stamps == sorted(stamps)  # never back, though the clock went back an hour
+        behind_ts = {e["ts"] for e in stored if e["type"] == "behind"}
+        assert behind_ts == {stored[2]["ts"]}  # clamped to the last ts before the step
+        # since= is exact: the clamped events share the ts of the batch before the step
+        assert [e["id"] for e in server.events(since=stored[2]["ts"])] == wanted
+        assert [e["id"] for e in server.events(since=stored[-1]["ts"])] == wanted[-1:]
+    finally:
+        server.stop()
+
+
 @pytest.mark.asyncio
 async def test_row45_postgres_ts_never_goes_back_behind_an_event_stamped_an_hour_ahead() -> None:
     """PostgreSQL stamps ts with the database's clock, which a test cannot move; so the

@@ -151,7 +151,12 @@ async def read_websocket(
     compression = "deflate" if deflate else None
     got.begin()
     async with connect(
-        url, max_size=None, max_queue=None, compression=compression, open_timeout=10
+        url,
+        max_size=None,
+        max_queue=None,
+        compression=compression,
+        open_timeout=10,
+        close_timeout=1,
     ) as ws:
         async with asyncio.timeout(READ_TIMEOUT_S):
             async for message in ws:
@@ -246,7 +251,10 @@ async def warm_up(server: Server) -> None:
         await client.get(f"{server.url}/healthz")
         async with client.stream("GET", f"{server.url}/api/events?limit=1") as response:
             await response.aread()
-    async with connect(f"{server.ws_url}/ws/validation_updates", compression=None) as ws:
+    # close_timeout: the baseline never reads its socket, so it never answers a close
+    async with connect(
+        f"{server.ws_url}/ws/validation_updates", compression=None, close_timeout=1
+    ) as ws:
         await ws.recv()
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 
 # Browser tests drive Debian's Chromium with Playwright (its own browser
 # downloads are not used); the multi-node test runs Debian's nginx in front of

@@ -157,16 +157,22 @@ def _fanout_rows(result: Result) -> list[Row]:
 
 
 def _saturation_rows(result: Result) -> list[Row]:
-    best = result["best"] or result["steps"][-1]
+    best = result["best"]
+    if best is None:  # not even the first step within the limit: show that step
+        first = result["steps"][0]
+        case = f"{first['subscribers']} SSE: none within 1 s, at {first['rate']:g}/s (deliveries/s)"
+        return [_delivery_row("saturation", case, first)]
     case = f"{best['subscribers']} SSE, best {best['rate']:g} events/s (deliveries/s)"
     return [_delivery_row("saturation", case, best)]
 
 
 def _idle_rows(result: Result) -> list[Row]:
-    return [
-        _delivery_row("idle", f"{r['subscribers']:,} SSE held {result['hold_s']:g} s (KiB/conn)", r)
-        for r in result["rows"]
-    ]
+    rows = []
+    for r in result["rows"]:
+        row = _delivery_row("idle", f"{r['subscribers']:,} SSE held {result['hold_s']:g} s", r)
+        row[3:6] = [None, None, None]  # the probe's rate and latency say nothing here
+        rows.append(row)
+    return rows
 
 
 def _attempt(

@@ -137,7 +137,8 @@ def test_cursor_ahead_of_the_log_is_announced_on_every_surface(server: ServerPro
 
 
 @pytest.mark.parametrize(
-    "cursor", ["abc", "-1", "4.2", "0x10", "", " 42", "+42", "4_2", "١٢", "99999999999999999999"]
+    "cursor",
+    ["abc", "-1", "4.2", "0x10", "", " 42", "+42", "4_2", "42\n", "١٢", "99999999999999999999"],
 )
 def test_malformed_cursor_is_400_on_sse_and_ws(server: ServerProcess, cursor: str):
     """SSE answers 400 JSON (no stream); the WebSocket handshake is refused with 400.

@@ -15,14 +15,19 @@ from websockets.asyncio.client import connect
 from tests.support import ServerProcess
 
 
-def stuck_sse_socket(server: ServerProcess) -> socket.socket:
+def stuck_socket(server: ServerProcess, transport: str = "sse") -> socket.socket:
     """A client that sends a request and never reads: its TCP window fills up."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
-    sock.sendall(
-        f"GET /sse/validation_updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-    )
+    path, upgrade = "/sse/validation_updates", ""
+    if transport == "websocket":
+        path = "/ws/validation_updates"
+        upgrade = (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        )
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{upgrade}\r\n".encode())
     return sock
 
 
@@ -57,10 +62,14 @@ async def test_queue_overflow_falls_back_to_the_log_and_loses_nothing(start_serv
     assert metric(metrics, "livefeed_fell_behind_total") == stats["fell_behind"]
 
 
-def test_stuck_client_is_disconnected_after_the_write_timeout(start_server):
-    """A client that never reads is cut off after LIVEFEED_WRITE_TIMEOUT_S."""
+@pytest.mark.parametrize(
+    ("transport", "reason"), [("sse", "write_timeout"), ("websocket", "try_again_later")]
+)
+def test_stuck_client_is_disconnected_after_the_write_timeout(start_server, transport, reason):
+    """A client that never reads is cut off after LIVEFEED_WRITE_TIMEOUT_S: SSE ends, a
+    WebSocket closes 1013 (counted as try_again_later), and its slot is freed."""
     server = start_server(LIVEFEED_WRITE_TIMEOUT_S="1", LIVEFEED_QUEUE_SIZE="50")
-    sock = stuck_sse_socket(server)
+    sock = stuck_socket(server, transport)
     try:
         time.sleep(0.3)
         for _ in range(20):
@@ -68,16 +77,15 @@ def test_stuck_client_is_disconnected_after_the_write_timeout(start_server):
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             metrics = httpx.get(server.url + "/metrics").text
-            if metric(
-                metrics, "livefeed_disconnects_total", transport="sse", reason="write_timeout"
-            ):
+            if metric(metrics, "livefeed_disconnects_total", transport=transport, reason=reason):
                 break
             time.sleep(0.2)
         assert (
-            metric(metrics, "livefeed_disconnects_total", transport="sse", reason="write_timeout")
-            == 1
+            metric(metrics, "livefeed_disconnects_total", transport=transport, reason=reason) == 1
         )
-        assert httpx.get(server.url + "/api/stats").json()["connections"]["sse"] == 0
+        assert httpx.get(server.url + "/api/stats").json()["connections"][transport] == 0
+        if transport == "websocket":
+            assert "write timeout: the client is not reading" in server.log()
     finally:
         sock.close()
 
@@ -99,7 +107,7 @@ async def read_sse_ids(reader: asyncio.StreamReader, latencies: list[float], cou
 async def test_one_stuck_client_does_not_slow_200_others(start_server):
     """With a never-reading socket connected, 200 readers keep p99 latency under 100 ms."""
     server = start_server(LIVEFEED_WRITE_TIMEOUT_S="30")
-    stuck = stuck_sse_socket(server)
+    stuck = stuck_socket(server)
     latencies: list[float] = []
     events = 40
     readers: list[asyncio.StreamReader] = []

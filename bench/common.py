@@ -672,6 +672,15 @@ def print_profile(top: list[tuple[str, float, float]], lines: int = 25) -> None:
     )
 
 
+def add_profile_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the server with py-spy while measuring; print the top functions",
+    )
+
+
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every single benchmark takes: --wait-quiet, --runs, --no-pin."""
     add_quiet_flag(parser)

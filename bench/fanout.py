@@ -41,6 +41,7 @@ from common import (
     Runnable,
     SelfCpu,
     Server,
+    add_profile_flag,
     add_run_flags,
     median_run,
     percentile_sorted,
@@ -861,12 +862,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a LIVEFEED_* setting for the server (repeatable)",
     )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        metavar="FILE",
-        help="sample the server with py-spy while publishing; print the top functions",
-    )
+    add_profile_flag(parser)
     add_run_flags(parser)
     return parser.parse_args(argv)
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,13 +23,16 @@ from common import (
     Background,
     CpuWindow,
     HttpConnection,
+    Profiler,
     Runnable,
     SelfCpu,
     Server,
+    add_profile_flag,
     add_run_flags,
     median_run,
     percentile_sorted,
     pin_load_generator,
+    print_profile,
     print_table,
     run_and_report,
     running_server,
@@ -165,15 +169,18 @@ def run(
     pin: bool = True,
     server: Server | None = None,
     quiet_s: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """Every mode ``runs`` times; each row is the median run by events/s.
 
-    ``quiet_s``: wait up to that long before each mode for the machine to be idle.
+    ``quiet_s``: wait up to that long before each mode for the machine to be idle;
+    ``profile``: sample the server with py-spy throughout and print its top functions.
     """
     load_cores = pin_load_generator(pin)
     use_uvloop()
     samples: list[list[dict[str, Any]]] = [[] for _ in batches]
     with running_server(pin, reuse=server) as live:
+        profiler = Profiler(live.pids(), profile).start() if profile else None
         for _ in range(runs):
             for i, batch in enumerate(batches):
                 if quiet_s:
@@ -182,6 +189,8 @@ def run(
                     run_phase(live, batch, concurrency, seconds, max_events, load_cores)
                 )
                 samples[i].append(phase.summary())
+        if profiler is not None:
+            print_profile(profiler.stop())
     rows = [median_run(mode, "events_per_s") for mode in samples]
     every = [sample for mode in samples for sample in mode]
     failures = [f"{s['mode']}: {s['errors']} failed requests" for s in every if s["errors"]]
@@ -240,6 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each mode")
     parser.add_argument("--max-events", type=int, default=1_000_000, help="event budget per mode")
     parser.add_argument("--batches", default="1,100,1000", help="body sizes; 1 = a single object")
+    add_profile_flag(parser)
     add_run_flags(parser)
     return parser.parse_args(argv)
 
@@ -256,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             runs=args.runs,
             pin=not args.no_pin,
             quiet_s=args.wait_quiet,
+            profile=args.profile,
         ),
         print_results,
     )

@@ -696,6 +696,16 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``add_run_flags`` parsed, as the keyword arguments every ``run()`` takes."""
+    return {
+        "runs": args.runs,
+        "pin": not args.no_pin,
+        "quiet_s": args.wait_quiet,
+        "target": args.target,
+    }
+
+
 def run_and_report(
     pinned: bool,
     measure: Callable[[], dict[str, Any]],

@@ -17,7 +17,7 @@ import argparse
 from typing import Any
 
 import fanout
-from common import add_run_flags, print_table, run_and_report
+from common import add_run_flags, print_table, run_and_report, run_options
 
 PROBE_DRAIN_S = 30.0
 
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: run(
             counts=[int(c) for c in args.counts.split(",")],
             hold_s=args.hold,
-            runs=args.runs,
-            pin=not args.no_pin,
-            quiet_s=args.wait_quiet,
-            target=args.target,
+            **run_options(args),
         ),
         print_results,
     )

@@ -35,6 +35,7 @@ from common import (
     print_profile,
     print_table,
     run_and_report,
+    run_options,
     running_server,
     saturated,
     use_uvloop,
@@ -170,6 +171,7 @@ def run(
     server: Server | None = None,
     quiet_s: float = 0.0,
     profile: Path | None = None,
+    target: str = "livefeed",
 ) -> dict[str, Any]:
     """Every mode ``runs`` times; each row is the median run by events/s.
 
@@ -179,7 +181,7 @@ def run(
     load_cores = pin_load_generator(pin)
     use_uvloop()
     samples: list[list[dict[str, Any]]] = [[] for _ in batches]
-    with running_server(pin, reuse=server) as live:
+    with running_server(pin, reuse=server, target=target) as live:
         profiler = Profiler(live.pids(), profile).start() if profile else None
         for _ in range(runs):
             for i, batch in enumerate(batches):
@@ -263,10 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             seconds=args.seconds,
             max_events=args.max_events,
-            runs=args.runs,
-            pin=not args.no_pin,
-            quiet_s=args.wait_quiet,
             profile=args.profile,
+            **run_options(args),
         ),
         print_results,
     )

@@ -36,6 +36,7 @@ from common import (
     print_table,
     proc_cpu_seconds,
     run_and_report,
+    run_options,
     running_server,
     saturated,
     use_uvloop,
@@ -376,10 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: run(
             events=args.events,
             methods=args.methods.split(","),
-            runs=args.runs,
-            pin=not args.no_pin,
-            quiet_s=args.wait_quiet,
-            target=args.target,
+            **run_options(args),
         ),
         print_results,
     )

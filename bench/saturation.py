@@ -15,7 +15,14 @@ import argparse
 from typing import Any
 
 import fanout
-from common import add_run_flags, print_table, raise_fd_limit, run_and_report, running_server
+from common import (
+    add_run_flags,
+    print_table,
+    raise_fd_limit,
+    run_and_report,
+    run_options,
+    running_server,
+)
 
 LADDER = (100, 150, 200, 250, 300, 400, 500, 700, 1000)
 
@@ -123,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             limit_ms=args.limit_ms,
             ladder=tuple(int(r) for r in args.ladder.split(",")),
             server_workers=args.server_workers,
-            runs=args.runs,
-            pin=not args.no_pin,
-            quiet_s=args.wait_quiet,
-            target=args.target,
+            **run_options(args),
         ),
         print_results,
     )

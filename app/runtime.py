@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from app.config import Retention, Settings
@@ -65,6 +66,15 @@ class Runtime:
                 )
             )
         return runtime
+
+    async def run_admitted(self, client: str, transport: str, stream: Awaitable[str]) -> None:
+        """Run a stream that took a slot with ``admission.acquire``: free the slot
+        however it ends, and count why it ended."""
+        try:
+            reason = await stream
+        finally:
+            self.admission.release(client)
+        self.metrics.disconnects.labels(transport, reason).inc()
 
     def begin_shutdown(self) -> None:
         """Ask every stream to say goodbye with a jittered reconnect hint."""

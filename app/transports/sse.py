@@ -158,11 +158,9 @@ async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime
     except ApiError as error:
         await _refuse(send, scope, runtime, error)
         return
-    try:
-        reason = await _stream(scope, receive, send, runtime, request, grant)
-    finally:
-        runtime.admission.release(client)
-    runtime.metrics.disconnects.labels("sse", reason).inc()
+    await runtime.run_admitted(
+        client, "sse", _stream(scope, receive, send, runtime, request, grant)
+    )
 
 
 async def _stream(

@@ -199,11 +199,9 @@ async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime)
     except ApiError as error:
         await refuse_websocket(scope, send, error)
         return
-    try:
-        reason = await _serve(scope, receive, send, runtime, request, grant)
-    finally:
-        runtime.admission.release(client)
-    runtime.metrics.disconnects.labels("websocket", reason).inc()
+    await runtime.run_admitted(
+        client, "websocket", _serve(scope, receive, send, runtime, request, grant)
+    )
 
 
 async def _serve(

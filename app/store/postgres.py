@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,6 +98,26 @@ WITH written AS (
         receipt = EXCLUDED.receipt, created_at = EXCLUDED.created_at
 )
 UPDATE log_head SET last_id = $10, last_ts = $5 RETURNING pg_notify('{CHANNEL}', last_id::text)
+"""
+
+# A group without idempotency keys is one statement in its own transaction: it
+# waits for the head lock, writes the events, moves the head and queues the NOTIFY;
+# the lock is held for that statement and its commit, not across round trips.
+# ($1-$3 the events' columns, $4 how many.)  Reading last_id under FOR UPDATE
+# in READ COMMITTED sees the head as the previous appender committed it.
+APPEND_SQL = f"""
+WITH head AS (
+    SELECT last_id, greatest(last_ts, {DB_NOW}) AS ts FROM log_head FOR UPDATE
+), written AS (
+    INSERT INTO events ({COLUMNS})
+    SELECT head.last_id + batch.n, batch.type, batch.workflow_id, head.ts, batch.data
+    FROM head, unnest($1::text[], $2::text[], $3::text[])
+         WITH ORDINALITY AS batch (type, workflow_id, data, n)
+), moved AS (
+    UPDATE log_head SET last_id = head.last_id + $4, last_ts = head.ts FROM head
+    RETURNING pg_notify('{CHANNEL}', log_head.last_id::text)
+)
+SELECT head.last_id, head.ts, (SELECT count(*) FROM moved) AS moved FROM head
 """
 
 PURGE_SQL = """
@@ -258,6 +278,14 @@ def _plan_group(
     return outcomes, written, keys
 
 
+async def _end_transaction(conn: asyncpg.Connection) -> None:
+    """The writer's release: roll back only if something was left open.  asyncpg's
+    default reset (UNLISTEN, RESET ALL, ...) costs a round trip on every commit, and
+    the writer keeps no session state to reset."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class PostgresStore:
     """:class:`~app.store.base.Store` on one PostgreSQL database, shared by many nodes."""
 
@@ -296,7 +324,7 @@ class PostgresStore:
                 # Readers and the group committer get separate pools, so that a storm
                 # of catching-up subscribers never queues a publish behind its reads.
                 self._pool = await self._create_pool(self._pool_size)
-                self._write_pool = await self._create_pool(1)
+                self._write_pool = await self._create_pool(1, reset=_end_transaction)
             except BaseException:
                 await self._close_pools()
                 raise
@@ -333,11 +361,14 @@ class PostgresStore:
             server_settings={"application_name": APPLICATION_NAME},
         )
 
-    async def _create_pool(self, size: int) -> asyncpg.Pool:
+    async def _create_pool(
+        self, size: int, reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+    ) -> asyncpg.Pool:
         return await asyncpg.create_pool(
             self.url,
             min_size=1,
             max_size=size,
+            reset=reset,
             timeout=self._connect_timeout_s,
             command_timeout=QUERY_TIMEOUT_S,
             server_settings={"application_name": APPLICATION_NAME},
@@ -376,6 +407,8 @@ class PostgresStore:
         """One transaction for the group, holding the head lock from first to last."""
         now = time.time()
         keys = [request.key for request in requests if request.key]
+        if not keys:
+            return await self._append_group(requests, now)
         async with self._connection(write=True) as conn, conn.transaction():
             last_id, last_ts, clock = await conn.fetchrow(LOCK_HEAD_SQL)
             earlier: dict[str, tuple[str, str]] = {}
@@ -396,6 +429,22 @@ class PostgresStore:
                     *(key_columns or [[], [], [], []]),  # key, fingerprint, receipt, created_at
                     events[-1].id,
                 )
+        return outcomes
+
+    async def _append_group(
+        self, requests: list[AppendRequest], now: float
+    ) -> list[Appended | Exception]:
+        """A group with no idempotency keys: one statement, one round trip."""
+        drafts = [draft for request in requests for draft in request.drafts]
+        async with self._connection(write=True) as conn:
+            last_id, ts, _ = await conn.fetchrow(
+                APPEND_SQL,
+                [d.type for d in drafts],
+                [d.workflow_id for d in drafts],
+                [d.data for d in drafts],
+                len(drafts),
+            )
+        outcomes, _, _ = _plan_group(requests, last_id, ts, {}, now)
         return outcomes
 
     # "The log advanced": LISTEN plus a safety poll, reconnecting with backoff

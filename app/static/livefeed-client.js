@@ -1,7 +1,8 @@
 /**
  * livefeed-client.js — a browser client for Livefeed streams (API.md v1).
  *
- * Plain ES module, no build step, no dependencies:
+ * Plain ES modules, no build step, no dependencies (transports in
+ * livefeed-transports.js, the SSE parser in livefeed-sse-parser.js):
  *
  *   import { LivefeedClient } from '/static/livefeed-client.js';
  *   const feed = new LivefeedClient({ channel: 'validation_updates', tail: 50 });
@@ -43,6 +44,10 @@
  *   token        detail = token set by another tab (so a page can keep it)
  */
 
+import { CONN_CLASSES, errorBody, now } from './livefeed-transports.js';
+
+export { SseParser } from './livefeed-sse-parser.js';
+
 export const ALL_EVENTS_CHANNEL = 'validation_updates';
 export const CONTROL_TYPES = Object.freeze([
   'connection_established', 'heartbeat', 'replay_truncated', 'error', 'pong',
@@ -75,7 +80,6 @@ const CURSOR_RE = /^\d{1,19}$/;
 const SERVER_BUSY = new Set(['shutting_down', 'overloaded', 'unavailable']);
 const AUTH_REASONS = /auth|token|credential|ticket|unauthori[sz]ed|forbidden/i;
 
-const now = () => Date.now();
 const spread = (ms) => Math.round(ms * (0.75 + Math.random() * 0.5));
 const seconds = (ms) => `${Math.max(1, Math.ceil(ms / 1000))} s`;
 
@@ -84,306 +88,10 @@ function backoff(attempt, base, max) {
   return Math.round(cap / 2 + (Math.random() * cap) / 2);
 }
 
-function redact(url) {
-  return String(url).replace(/([?&](?:ticket|access_token)=)[^&]*/g, '$1…');
-}
-
 function isEnvelope(m) {
   return m !== null && typeof m === 'object' && Number.isSafeInteger(m.id) && m.id > 0
     && typeof m.type === 'string';
 }
-
-function retryAfterMs(response) {
-  const v = response.headers.get('Retry-After');
-  if (v && /^\d+$/.test(v)) return Number(v) * 1000;
-  return null;
-}
-
-async function errorBody(response) {
-  try {
-    const text = await response.text();
-    try {
-      const j = JSON.parse(text);
-      if (j && typeof j === 'object') return { error: j.error ?? j.reason ?? null, detail: j.detail ?? null };
-    } catch { /* not JSON */ }
-    return { error: null, detail: text.slice(0, 200) || null };
-  } catch {
-    return { error: null, detail: null };
-  }
-}
-
-/** Incremental parser for text/event-stream (WHATWG HTML "event stream interpretation"). */
-export class SseParser {
-  constructor() {
-    this._buf = '';
-    this._data = [];
-    this._event = '';
-    this._first = true;
-    this.lastEventId = '';
-    this.retry = null;
-  }
-
-  /** Feed decoded text; returns the events completed by it: [{event, data, id}]. */
-  push(text) {
-    if (this._first && text.length) {
-      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-      this._first = false;
-    }
-    const buf = this._buf + text;
-    const out = [];
-    let start = 0;
-    for (let i = 0; i < buf.length; i++) {
-      const c = buf.charCodeAt(i);
-      if (c !== 10 && c !== 13) continue;
-      if (c === 13 && i + 1 === buf.length) break; // a CR may be half of CRLF
-      const line = buf.slice(start, i);
-      if (c === 13 && buf.charCodeAt(i + 1) === 10) i++;
-      start = i + 1;
-      this._line(line, out);
-    }
-    this._buf = buf.slice(start);
-    return out;
-  }
-
-  _line(line, out) {
-    if (line === '') {
-      if (this._data.length) {
-        out.push({ event: this._event || 'message', data: this._data.join('\n'), id: this.lastEventId });
-      }
-      this._data = [];
-      this._event = '';
-      return;
-    }
-    if (line.charCodeAt(0) === 58) return; // ':' comment
-    const colon = line.indexOf(':');
-    const field = colon < 0 ? line : line.slice(0, colon);
-    let value = colon < 0 ? '' : line.slice(colon + 1);
-    if (value.charCodeAt(0) === 32) value = value.slice(1);
-    if (field === 'data') this._data.push(value);
-    else if (field === 'event') this._event = value;
-    else if (field === 'id') { if (!value.includes('\0')) this.lastEventId = value; }
-    else if (field === 'retry') { if (/^\d+$/.test(value)) this.retry = Number(value); }
-  }
-}
-
-/* ------------------------------------------------------------------ */
-/* Connections: one object per attempt; stale callbacks are ignored.   */
-/* ------------------------------------------------------------------ */
-
-class Conn {
-  constructor(client, name, trial) {
-    this.client = client;
-    this.name = name;
-    this.trial = trial;
-    this.closed = false;
-    this.downHandled = false;
-    this.established = false;
-    this.openedAt = now();
-    this.liveAt = 0;
-    this.lastRx = now();
-    this.pingAt = 0;
-    this.pongAt = 0;
-    this.retryAfterMs = null;
-    this.serverError = null;
-    this.latestId = null;
-    this.resumedFrom = null;
-    this.replayCount = 0;
-    this.replayDone = false;
-    this.httpOk = false;
-  }
-
-  down(info) {
-    this.client._connDown(this, info);
-  }
-
-  close() {
-    this.closed = true;
-    this._teardown();
-  }
-
-  ping() { /* only WebSocket can */ }
-  _teardown() { /* per transport */ }
-}
-
-class WsConn extends Conn {
-  async open(cursor) {
-    const url = await this.client._wsUrl(cursor); // may throw (auth / network)
-    if (this.closed) return;
-    this.url = url;
-    this.client._log(`WebSocket: opening ${redact(url)}`);
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (err) {
-      this.down({ phase: 'handshake', detail: `WebSocket could not be created: ${err.message}` });
-      return;
-    }
-    this.ws = ws;
-    ws.onopen = () => { if (!this.closed) this.opened = true; };
-    ws.onmessage = (e) => {
-      if (this.closed) return;
-      this.lastRx = now();
-      let msg;
-      try {
-        msg = JSON.parse(e.data);
-      } catch {
-        this.client._log('WebSocket: ignored a frame that is not JSON');
-        return;
-      }
-      for (const m of Array.isArray(msg) ? msg : [msg]) {
-        if (this.closed) return;
-        this.client._connFrame(this, m);
-      }
-    };
-    ws.onclose = (e) => {
-      if (this.closed) return;
-      this.down({
-        phase: this.established ? 'live' : 'handshake',
-        code: e.code, closeReason: e.reason, opened: !!this.opened,
-      });
-    };
-  }
-
-  ping() {
-    try { this.ws?.send('{"type":"ping"}'); } catch { /* closing */ }
-  }
-
-  _teardown() {
-    const ws = this.ws;
-    if (!ws) return;
-    ws.onopen = ws.onmessage = ws.onclose = null;
-    try { ws.close(1000); } catch { /* already closed */ }
-  }
-}
-
-class SseConn extends Conn {
-  async open(cursor) {
-    this.abort = new AbortController();
-    const url = this.client._url(`/sse/${encodeURIComponent(this.client.channel)}`, this.client._streamParams(cursor));
-    this.url = url;
-    this.client._log(`SSE: opening ${redact(url)}`);
-    let res;
-    try {
-      res = await fetch(url, {
-        headers: { Accept: 'text/event-stream', ...this.client._authHeaders() },
-        cache: 'no-store',
-        signal: this.abort.signal,
-      });
-    } catch (err) {
-      if (!this.closed) this.down({ phase: 'handshake', network: true, detail: `SSE request failed: ${err.message}` });
-      return;
-    }
-    if (this.closed) return;
-    if (!res.ok) {
-      const body = await errorBody(res);
-      this.down({
-        phase: 'handshake', status: res.status, error: body.error,
-        detail: `SSE answered HTTP ${res.status}${body.detail ? `: ${body.detail}` : ''}`,
-        retryAfterMs: retryAfterMs(res),
-      });
-      return;
-    }
-    const ctype = res.headers.get('Content-Type') || '';
-    if (!ctype.startsWith('text/event-stream') || !res.body) {
-      this.down({ phase: 'handshake', status: res.status, detail: `SSE answered ${ctype || 'no content type'}, not an event stream` });
-      return;
-    }
-    this.httpOk = true;
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    const parser = new SseParser();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (this.closed) return;
-        if (done) break;
-        this.lastRx = now();
-        const events = parser.push(decoder.decode(value, { stream: true }));
-        if (parser.retry !== null) this.retryHint = parser.retry;
-        if (events.length) this.client._sseChunk(this, events);
-      }
-    } catch (err) {
-      if (!this.closed) {
-        this.down({ phase: this.established ? 'live' : 'handshake', network: true, detail: `SSE stream broke: ${err.message}` });
-      }
-      return;
-    }
-    if (!this.closed) {
-      this.down({ phase: this.established ? 'live' : 'handshake', ended: true, detail: 'SSE stream ended' });
-    }
-  }
-
-  _teardown() {
-    try { this.abort?.abort(); } catch { /* ignore */ }
-  }
-}
-
-class PollConn extends Conn {
-  async open() {
-    const c = this.client;
-    const wait = c.options.pollWaitS;
-    let first = true;
-    while (!this.closed) {
-      let cursor = c._cursor();
-      if (cursor === null) {
-        // /api/events has no tail=: start a little before the newest id instead.
-        const latest = await c._latestId();
-        if (this.closed) return;
-        if (latest === null) { this.down({ phase: 'handshake', network: true, detail: 'long-poll: /api/stats is unreachable' }); return; }
-        cursor = Math.max(0, latest - c.options.tail);
-      }
-      const params = { after: String(cursor), limit: '1000', wait: first ? '0' : String(wait), ...c._filterParams() };
-      const url = c._url('/api/events', params);
-      if (first) c._log(`Long-poll: ${redact(url)}`);
-      this.abort = new AbortController();
-      const timer = setTimeout(() => this.abort.abort(), (wait + 15) * 1000);
-      const started = now();
-      let res;
-      let page;
-      try {
-        res = await fetch(url, { headers: { Accept: 'application/json', ...c._authHeaders() }, cache: 'no-store', signal: this.abort.signal });
-        if (res.ok) page = await res.json();
-      } catch (err) {
-        clearTimeout(timer);
-        if (!this.closed) this.down({ phase: this.established ? 'live' : 'handshake', network: true, detail: `long-poll request failed: ${err.message}` });
-        return;
-      }
-      clearTimeout(timer);
-      if (this.closed) return;
-      if (!res.ok) {
-        const body = await errorBody(res);
-        this.down({
-          phase: this.established ? 'live' : 'handshake', status: res.status, error: body.error,
-          detail: `long-poll answered HTTP ${res.status}${body.detail ? `: ${body.detail}` : ''}`,
-          retryAfterMs: retryAfterMs(res),
-        });
-        return;
-      }
-      this.lastRx = now();
-      if (first) {
-        first = false;
-        this.httpOk = true;
-        c._connFrame(this, { type: 'connection_established', transport: 'poll', latest_id: null, resumed_from: cursor });
-      }
-      for (const notice of Array.isArray(page?.notices) ? page.notices : []) c._connFrame(this, notice);
-      const events = Array.isArray(page?.events) ? page.events : [];
-      for (const env of events) {
-        if (this.closed) return;
-        c._connFrame(this, env);
-      }
-      if (c._cursor() === null && Number.isSafeInteger(page?.next_after)) c._minCursor = page.next_after;
-      if (!events.length && !page?.has_more && now() - started < 1000) {
-        await new Promise((r) => setTimeout(r, 1000)); // a server that does not hold: no hot loop
-      }
-    }
-  }
-
-  _teardown() {
-    try { this.abort?.abort(); } catch { /* ignore */ }
-  }
-}
-
-const CONN_CLASSES = { websocket: WsConn, sse: SseConn, poll: PollConn };
 
 /** A CustomEvent for log events, with where the event came from. */
 export class FeedEvent extends CustomEvent {

@@ -148,15 +148,17 @@ def normalise_origin(origin: str) -> str | None:
     return f"{scheme}://{host}:{port}"
 
 
-def parse_origins(raw: str | None, *, read_token: str | None) -> tuple[str, ...]:
-    """Validate ``LIVEFEED_ALLOWED_ORIGINS``; every mistake names the entry and the fix."""
+def parse_origins(raw: str | None, *, credential: str | None) -> tuple[str, ...]:
+    """Validate ``LIVEFEED_ALLOWED_ORIGINS``; every mistake names the entry and the fix.
+    ``credential`` names the setting that makes reading need a credential, if any:
+    with one, ``*`` would let every site read with a visitor's credentials."""
     origins: list[str] = []
     for entry in _items(raw):
         name = f"LIVEFEED_ALLOWED_ORIGINS entry {entry!r}"
         if entry == "*":
-            if read_token:
+            if credential:
                 raise ConfigError(
-                    f"{name}: '*' cannot be combined with LIVEFEED_READ_TOKEN (credentials); "
+                    f"{name}: '*' cannot be combined with {credential} (credentials); "
                     "list the dashboard origins explicitly, e.g. https://dash.example.com"
                 )
             origins.append("*")
@@ -229,6 +231,14 @@ def _token_secret(raw: str | None) -> str | None:
     return raw
 
 
+def _read_credential(env: Mapping[str, str]) -> str | None:
+    """The setting that makes reading need a credential, if one is set."""
+    for name in ("LIVEFEED_READ_TOKEN", "LIVEFEED_TOKEN_SECRET"):
+        if env.get(name):
+            return name
+    return None
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build :class:`Settings` from ``LIVEFEED_*`` variables (missing ones keep defaults)."""
     read_token = env.get("LIVEFEED_READ_TOKEN") or None
@@ -247,7 +257,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         host=env.get("LIVEFEED_HOST") or DEFAULT_HOST,
         port=_integer(env, "LIVEFEED_PORT", DEFAULT_PORT, 0, 65535),
         workers=_integer(env, "LIVEFEED_WORKERS", 1, 1, 64),
-        allowed_origins=parse_origins(env.get("LIVEFEED_ALLOWED_ORIGINS"), read_token=read_token),
+        allowed_origins=parse_origins(
+            env.get("LIVEFEED_ALLOWED_ORIGINS"), credential=_read_credential(env)
+        ),
         allowed_hosts=tuple(h.lower() for h in _items(env.get("LIVEFEED_ALLOWED_HOSTS"))),
         trust_proxy=_proxies(env.get("LIVEFEED_TRUST_PROXY")),
         publish_token=publish_token,

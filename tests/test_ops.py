@@ -175,6 +175,7 @@ def test_cli_tail_follows_a_channel(server: ServerProcess):
         {"LIVEFEED_ALLOWED_ORIGINS": "http://x/"},
         {"LIVEFEED_ALLOWED_ORIGINS": "http://x/path"},
         {"LIVEFEED_ALLOWED_ORIGINS": "*", "LIVEFEED_READ_TOKEN": "r"},
+        {"LIVEFEED_ALLOWED_ORIGINS": "*", "LIVEFEED_TOKEN_SECRET": "s" * 32},
         {"LIVEFEED_PORT": "eighty"},
         {"LIVEFEED_RETENTION": "forever"},
     ],
@@ -190,8 +191,7 @@ def test_bad_configuration_stops_start_up_with_a_message(env, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    name = next(iter(env))
-    assert name in result.stderr and "configuration error" in result.stderr
+    assert all(name in result.stderr for name in env) and "configuration error" in result.stderr
 
 
 def test_demo_traffic_follows_the_workflow_sequence(start_server):

@@ -107,11 +107,12 @@ async def _refuse(send: Send, scope: Scope, runtime: Runtime, error: ApiError) -
         await send_error(send, error)
 
 
-async def _last_write(send: Send, body: bytes, runtime: Runtime) -> None:
-    """End the response with ``body``; bounded, since the client may not be reading."""
+async def _bounded_write(send: Send, body: bytes, runtime: Runtime, more: bool = False) -> None:
+    """Write ``body`` (by default the response's end) outside the pump, bounded by the
+    write timeout, since the client may not be reading; rare, so a timer of its own."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(runtime.settings.write_timeout_s):
-            await _write(send, body, more=False)
+            await _write(send, body, more=more)
 
 
 async def _wait_disconnect(receive: Receive) -> str:
@@ -135,9 +136,7 @@ async def _pump(send: Send, sub: Subscription, runtime: Runtime) -> str:
             return "write_timeout"
         raise
     except StoreUnavailable as exc:
-        with contextlib.suppress(TimeoutError):  # rare: a timer of its own is fine
-            async with asyncio.timeout(runtime.settings.write_timeout_s):
-                await _write(send, unavailable(str(exc)).sse)
+        await _bounded_write(send, unavailable(str(exc)).sse, runtime, more=True)
         return "store_unavailable"
     finally:
         guard.close()
@@ -200,9 +199,9 @@ async def _stream(
                     log.exception("sse stream failed")
                     reason = "internal_error"
                 if reason == TOKEN_EXPIRED:
-                    await _last_write(send, TOKEN_EXPIRED_FRAME.sse, runtime)
+                    await _bounded_write(send, TOKEN_EXPIRED_FRAME.sse, runtime)
                 elif reason == "internal_error":
-                    await _last_write(send, INTERNAL_ERROR_FRAME.sse, runtime)
+                    await _bounded_write(send, INTERNAL_ERROR_FRAME.sse, runtime)
                 elif reason in ("shutdown", "store_unavailable"):
                     await _write(send, b"", more=False)
             finally:

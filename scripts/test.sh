@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run them: lint, then pytest.
+# Install everything the tests need, then run them: lint, the browser client's
+# unit tests (Node's own runner, no npm packages), then pytest.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k sse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,13 +10,15 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 # Browser tests drive Debian's Chromium with Playwright (its own browser
 # downloads are not used); the multi-node test runs Debian's nginx in front of
 # two servers; one fault test steps a running server's wall clock back with
-# libfaketime (package faketime).  Installed here when we can; otherwise those tests skip on a
+# libfaketime (package faketime); the browser client's unit tests run on Node.js
+# (package nodejs, 18 or newer).  Installed here when we can; otherwise those tests skip on a
 # developer machine, and fail in CI.  PostgreSQL tests use the server on
 # 127.0.0.1:5432 (or LIVEFEED_TEST_POSTGRES_URL).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-liberation)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
+command -v node >/dev/null || missing+=(nodejs)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
@@ -26,4 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m ruff check .
+if command -v node >/dev/null || [ "${CI:-}" = true ]; then
+    node --test tests/js/
+else
+    echo "note: node is missing; the browser client's unit tests (tests/js) did not run" >&2
+fi
 python3 -m pytest "$@"

@@ -44,6 +44,7 @@
  *   token        detail = token set by another tab (so a page can keep it)
  */
 
+import { Cursor, isEnvelope, openStorage, saveSnapshot } from './livefeed-cursor.js';
 import { CONN_CLASSES, errorBody, now } from './livefeed-transports.js';
 
 export { SseParser } from './livefeed-sse-parser.js';
@@ -76,7 +77,6 @@ export const DEFAULT_OPTIONS = Object.freeze({
 const LABELS = { websocket: 'WebSocket', sse: 'SSE', poll: 'long-poll' };
 const STABLE_MS = 10000;        // a connection live this long resets the backoff
 const SHARE_FLUSH_MS = 10;      // events to other tabs are batched this long
-const CURSOR_RE = /^\d{1,19}$/;
 const SERVER_BUSY = new Set(['shutting_down', 'overloaded', 'unavailable']);
 const AUTH_REASONS = /auth|token|credential|ticket|unauthori[sz]ed|forbidden/i;
 
@@ -86,11 +86,6 @@ const seconds = (ms) => `${Math.max(1, Math.ceil(ms / 1000))} s`;
 function backoff(attempt, base, max) {
   const cap = Math.min(max, base * 2 ** Math.min(attempt, 20));
   return Math.round(cap / 2 + (Math.random() * cap) / 2);
-}
-
-function isEnvelope(m) {
-  return m !== null && typeof m === 'object' && Number.isSafeInteger(m.id) && m.id > 0
-    && typeof m.type === 'string';
 }
 
 /** A CustomEvent for log events, with where the event came from. */
@@ -125,11 +120,7 @@ export class LivefeedClient extends EventTarget {
 
     this._running = false;
     this._role = null;
-    this._lastId = null;
-    this._minCursor = null;
-    this._ring = [];
-    this._ringFloor = null;
-    this._resetFloor = null;
+    this._cur = new Cursor({ ring: Math.max(o.keep, o.tail, 1) });
     this._status = { state: 'disconnected', transport: null, reason: 'Not started', role: null };
     this._logLines = [];
     this._conn = null;
@@ -148,7 +139,7 @@ export class LivefeedClient extends EventTarget {
   }
 
   /** Last event id delivered (the resume cursor), or null. */
-  get lastId() { return this._lastId; }
+  get lastId() { return this._cur.lastId; }
   /** The last status detail. */
   get status() { return { ...this._status }; }
   /** 'leader' (holds the connection), 'follower' (another tab does), 'solo', or null. */
@@ -159,7 +150,7 @@ export class LivefeedClient extends EventTarget {
     this._running = true;
     this._startedAt = now();
     this._everLive = false;
-    this._storage = this._pickStorage();
+    this._storage = openStorage(this.options.storage);
     this._restore();
     for (const t of ['online', 'offline', 'pagehide']) globalThis.addEventListener?.(t, this._onGlobal);
     globalThis.document?.addEventListener('visibilitychange', this._onGlobal);
@@ -213,35 +204,21 @@ export class LivefeedClient extends EventTarget {
   /* ---------------- delivery ---------------- */
 
   _deliver(env, source, transport) {
-    if (!isEnvelope(env)) return false;
-    if (this._lastId !== null && env.id <= this._lastId) return false;
-    this._lastId = env.id;
-    if (this._ringFloor === null) this._ringFloor = env.id - 1;
-    this._ring.push(env);
-    const keep = Math.max(this.options.keep, this.options.tail, 1);
-    if (this._ring.length > keep + 50) {
-      const dropped = this._ring.splice(0, this._ring.length - keep);
-      this._ringFloor = dropped[dropped.length - 1].id;
-    }
-    if (this._bc && this._role === 'leader') this._share(env);
-    this._dirty();
-    this.dispatchEvent(new FeedEvent(env, source, transport));
+    if (!this._cur.accept(env)) return false;
+    this._announce(env, source, transport);
     return true;
   }
 
-  _cursor() {
-    const a = this._lastId ?? -1;
-    const b = this._minCursor ?? -1;
-    const c = Math.max(a, b);
-    return c < 0 ? null : c;
+  _announce(env, source, transport) {
+    if (this._bc && this._role === 'leader') this._share(env);
+    this._dirty();
+    this.dispatchEvent(new FeedEvent(env, source, transport));
   }
 
+  _cursor() { return this._cur.value(); }
+
   _resetCursor(latest, why) {
-    this._lastId = latest;
-    this._minCursor = latest;
-    this._ring = [];
-    this._ringFloor = latest;
-    this._resetFloor = latest;
+    this._cur.reset(latest);
     this._log(why);
     this._dirty();
     if (this._bc && this._role === 'leader') this._post({ k: 'reset', lastId: latest });
@@ -405,7 +382,7 @@ export class LivefeedClient extends EventTarget {
         if (msg.reason === 'ahead') {
           const latest = Number.isSafeInteger(msg.latest_id) ? msg.latest_id : conn.latestId;
           if (latest !== null && latest !== undefined) {
-            this._resetCursor(latest, `Server's log is behind this page's cursor (${msg.requested_after ?? this._lastId}); continuing from its newest id ${latest}`);
+            this._resetCursor(latest, `Server's log is behind this page's cursor (${msg.requested_after ?? this._cur.lastId}); continuing from its newest id ${latest}`);
           }
         } else {
           this._log(`Replay truncated: events after ${msg.requested_after} up to ${msg.oldest_available} are no longer kept`);
@@ -429,7 +406,7 @@ export class LivefeedClient extends EventTarget {
     conn.resumedFrom = conn.cursorAtOpen ?? null;
     const hint = Number(msg.heartbeat_ms ?? (msg.heartbeat_s ? msg.heartbeat_s * 1000 : NaN));
     if (Number.isFinite(hint) && hint > 0) this._hbHint = hint;
-    if (this._lastId === null && this._minCursor === null && conn.latestId !== null) this._minCursor = conn.latestId;
+    this._cur.startAfter(conn.latestId);
     if (conn.trial) {
       if (conn.name === 'websocket') conn.ping(); // adopt on pong: proves frames flow both ways now
       else this._adopt(conn);
@@ -766,28 +743,15 @@ export class LivefeedClient extends EventTarget {
 
   /* ---------------- persistence (reload resumes) ---------------- */
 
-  _pickStorage() {
-    const kind = this.options.storage;
-    try {
-      if (kind === 'local') return globalThis.localStorage;
-      if (kind === 'session') return globalThis.sessionStorage;
-    } catch { /* storage disabled */ }
-    return null;
-  }
-
   _storageKey() { return `livefeed:v1:${this._key}`; }
 
   _restore() {
     if (!this._storage) return;
-    let snap;
-    try { snap = JSON.parse(this._storage.getItem(this._storageKey()) || 'null'); } catch { snap = null; }
-    if (!snap || !CURSOR_RE.test(String(snap.lastId ?? ''))) return;
-    const recent = Array.isArray(snap.recent) ? snap.recent.filter(isEnvelope) : [];
-    this._ringFloor = Number.isSafeInteger(snap.floor) ? snap.floor : null;
-    for (const env of recent) this._deliver(env, 'restore', null);
-    const last = Number(snap.lastId);
-    if (this._lastId === null || last > this._lastId) this._minCursor = last;
-    if (this._ringFloor === null) this._ringFloor = last;
+    let text = null;
+    try { text = this._storage.getItem(this._storageKey()); } catch { /* storage disabled */ }
+    const recent = this._cur.restore(text);
+    if (recent === null) return;
+    for (const env of recent) this._announce(env, 'restore', null);
     this._log(`Resuming after #${this._cursor()} (stored by this tab)${recent.length ? `; restored ${recent.length} recent events` : ''}`, false);
   }
 
@@ -798,29 +762,7 @@ export class LivefeedClient extends EventTarget {
 
   _persist() {
     if (!this._storage || !this._running) return;
-    const cursor = this._cursor();
-    if (cursor === null) return;
-    // Newest first until the budget is spent: each event is encoded once, and
-    // a few huge events cannot make every save a multi-megabyte job.
-    let budget = this.options.storageBytes;
-    for (let tries = 0; tries < 6; tries++, budget = Math.floor(budget / 4)) {
-      const parts = [];
-      let size = 0;
-      let first = this._ring.length;
-      while (first > 0 && parts.length < this.options.keep) {
-        const text = JSON.stringify(this._ring[first - 1]);
-        if (size + text.length > budget) break;
-        parts.push(text);
-        size += text.length + 1;
-        first--;
-      }
-      const floor = first > 0 ? this._ring[first - 1].id : (this._ringFloor ?? cursor);
-      const text = `{"v":1,"lastId":${cursor},"floor":${parts.length ? floor : cursor},"recent":[${parts.reverse().join(',')}]}`;
-      try {
-        this._storage.setItem(this._storageKey(), text);
-        return;
-      } catch { /* quota: try a smaller snapshot */ }
-    }
+    saveSnapshot(this._storage, this._storageKey(), this._cur, { keep: this.options.keep, budget: this.options.storageBytes });
   }
 
   /* ---------------- one connection per browser ---------------- */
@@ -927,19 +869,10 @@ export class LivefeedClient extends EventTarget {
   }
 
   _answerHello(msg) {
-    const c = msg.lastId;
-    let events;
-    let complete;
-    if (c === null || c === undefined) {
-      events = this._ring.slice(-Math.max(0, this.options.tail));
-      complete = true;
-    } else {
-      events = this._ring.filter((e) => e.id > c);
-      complete = this._ringFloor !== null && c >= this._ringFloor;
-    }
+    const { events, complete } = this._cur.missedBy(msg.lastId, this.options.tail);
     this._post({
       k: 'sync', to: msg.from, events, complete, lastId: this._cursor(), status: this._status,
-      log: this._logLines.slice(-20), token: this._token, resetFloor: this._resetFloor,
+      log: this._logLines.slice(-20), token: this._token, resetFloor: this._cur.resetFloor,
     });
   }
 

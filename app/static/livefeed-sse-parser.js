@@ -4,9 +4,15 @@
  *
  * The client reads SSE with fetch() rather than EventSource (see
  * livefeed-client.js), so it needs its own parser: lines end in CR, LF or
- * CRLF (a CR at the end of a chunk may be half of a CRLF), a leading BOM is
- * dropped, `id` with a NUL is ignored, `retry` only takes digits.
+ * CRLF (a CR ends its line at once; an LF right after it, even in the next
+ * chunk, belongs to it), a leading BOM is dropped, `id` with a NUL is
+ * ignored, `retry` only takes digits.
  */
+
+const LF = 10;
+const CR = 13;
+const COLON = 58;
+const SPACE = 32;
 
 /** Incremental parser for text/event-stream (WHATWG HTML "event stream interpretation"). */
 export class SseParser {
@@ -15,6 +21,7 @@ export class SseParser {
     this._data = [];
     this._event = '';
     this._first = true;
+    this._afterCr = false; // the last line ended in CR: a leading LF is its second half
     this.lastEventId = '';
     this.retry = null;
   }
@@ -28,14 +35,19 @@ export class SseParser {
     const buf = this._buf + text;
     const out = [];
     let start = 0;
-    for (let i = 0; i < buf.length; i++) {
+    if (this._afterCr && buf.length) {
+      if (buf.charCodeAt(0) === LF) start = 1;
+      this._afterCr = false;
+    }
+    for (let i = start; i < buf.length; i++) {
       const c = buf.charCodeAt(i);
-      if (c !== 10 && c !== 13) continue;
-      if (c === 13 && i + 1 === buf.length) break; // a CR may be half of CRLF
-      const line = buf.slice(start, i);
-      if (c === 13 && buf.charCodeAt(i + 1) === 10) i++;
+      if (c !== LF && c !== CR) continue;
+      this._line(buf.slice(start, i), out);
+      if (c === CR) {
+        if (i + 1 === buf.length) this._afterCr = true;
+        else if (buf.charCodeAt(i + 1) === LF) i++;
+      }
       start = i + 1;
-      this._line(line, out);
     }
     this._buf = buf.slice(start);
     return out;
@@ -50,11 +62,11 @@ export class SseParser {
       this._event = '';
       return;
     }
-    if (line.charCodeAt(0) === 58) return; // ':' comment
+    if (line.charCodeAt(0) === COLON) return; // a comment
     const colon = line.indexOf(':');
     const field = colon < 0 ? line : line.slice(0, colon);
     let value = colon < 0 ? '' : line.slice(colon + 1);
-    if (value.charCodeAt(0) === 32) value = value.slice(1);
+    if (value.charCodeAt(0) === SPACE) value = value.slice(1);
     if (field === 'data') this._data.push(value);
     else if (field === 'event') this._event = value;
     else if (field === 'id') { if (!value.includes('\0')) this.lastEventId = value; }

@@ -235,7 +235,7 @@ class PollConn extends Conn {
         if (this.closed) return;
         c._connFrame(this, env);
       }
-      if (c._cursor() === null && Number.isSafeInteger(page?.next_after)) c._minCursor = page.next_after;
+      if (c._cursor() === null) c._cur.startAfter(page?.next_after);
       if (!events.length && !page?.has_more && now() - started < 1000) {
         await new Promise((r) => setTimeout(r, 1000)); // a server that does not hold: no hot loop
       }

@@ -45,6 +45,7 @@
  */
 
 import { Cursor, isEnvelope, openStorage, saveSnapshot } from './livefeed-cursor.js';
+import { LABELS, Ladder, seconds } from './livefeed-ladder.js';
 import { CONN_CLASSES, errorBody, now } from './livefeed-transports.js';
 
 export { SseParser } from './livefeed-sse-parser.js';
@@ -74,19 +75,8 @@ export const DEFAULT_OPTIONS = Object.freeze({
   storageBytes: 1500000,       // cap of the stored snapshot (characters)
 });
 
-const LABELS = { websocket: 'WebSocket', sse: 'SSE', poll: 'long-poll' };
-const STABLE_MS = 10000;        // a connection live this long resets the backoff
 const SHARE_FLUSH_MS = 10;      // events to other tabs are batched this long
-const SERVER_BUSY = new Set(['shutting_down', 'overloaded', 'unavailable']);
 const AUTH_REASONS = /auth|token|credential|ticket|unauthori[sz]ed|forbidden/i;
-
-const spread = (ms) => Math.round(ms * (0.75 + Math.random() * 0.5));
-const seconds = (ms) => `${Math.max(1, Math.ceil(ms / 1000))} s`;
-
-function backoff(attempt, base, max) {
-  const cap = Math.min(max, base * 2 ** Math.min(attempt, 20));
-  return Math.round(cap / 2 + (Math.random() * cap) / 2);
-}
 
 /** A CustomEvent for log events, with where the event came from. */
 export class FeedEvent extends CustomEvent {
@@ -125,11 +115,7 @@ export class LivefeedClient extends EventTarget {
     this._logLines = [];
     this._conn = null;
     this._trial = null;
-    this._rung = 0;
-    this._attempt = 0;
-    this._silent = {};
-    this._problems = {};
-    this._avoid = {};
+    this._ladder = new Ladder(o);
     this._hbSamples = [];
     this._hbHint = null;
     this._ticketsSupported = undefined;
@@ -184,7 +170,7 @@ export class LivefeedClient extends EventTarget {
     if (this._bc) this._post({ k: 'token', token: this._token });
     if (this._isConnector() && this._authBlocked) {
       this._authBlocked = false;
-      this._attempt = 0;
+      this._ladder.resetBackoff();
       this._connectNow();
     }
   }
@@ -194,10 +180,10 @@ export class LivefeedClient extends EventTarget {
     if (!this._running) return;
     if (!this._isConnector()) { this._post({ k: 'reconnect' }); return; }
     this._authBlocked = false;
-    this._attempt = 0;
+    this._ladder.resetBackoff();
     if (this._conn && !this._conn.established) return;
     this._closeConns();
-    this._rung = 0;
+    this._ladder.restart();
     this._connectNow();
   }
 
@@ -330,27 +316,19 @@ export class LivefeedClient extends EventTarget {
   _connectNow() {
     clearTimeout(this._timers.retry);
     if (!this._isConnector() || this._conn || this._authBlocked) return;
-    const name = this.options.transports[this._rung];
+    const name = this._ladder.transport;
     const conn = new CONN_CLASSES[name](this, name, false);
     this._conn = conn;
     conn.cursorAtOpen = this._cursor();
     const label = LABELS[name];
-    this._setStatus(this._everLive ? 'reconnecting' : 'connecting', name, `Opening ${label}…${this._fallbackNote(name)}`);
+    this._setStatus(this._everLive ? 'reconnecting' : 'connecting', name, `Opening ${label}…${this._ladder.note(name)}`);
     conn.open(conn.cursorAtOpen).catch((err) => {
       conn.down(err.info ?? { phase: 'handshake', detail: `${label}: ${err.message}` });
     });
   }
 
-  _fallbackNote(name) {
-    const why = this.options.transports
-      .slice(0, this.options.transports.indexOf(name))
-      .map((t) => this._problems[t] || this._avoid[t])
-      .filter(Boolean);
-    return why.length ? ` (${why.join('; ')})` : '';
-  }
-
   _retryIn(delay, reason) {
-    const name = this.options.transports[this._rung];
+    const name = this._ladder.transport;
     this._setStatus('reconnecting', name, reason, { retryInMs: delay });
     this._log(`${reason} — retrying with ${LABELS[name]} in ${seconds(delay)}`);
     clearTimeout(this._timers.retry);
@@ -419,9 +397,9 @@ export class LivefeedClient extends EventTarget {
     const label = LABELS[conn.name];
     const first = !this._everLive;
     this._everLive = true;
-    delete this._problems[conn.name];
+    this._ladder.live(conn.name);
     const resumed = conn.resumedFrom !== null ? ` after #${conn.resumedFrom}` : '';
-    const extra = this._fallbackNote(conn.name);
+    const extra = this._ladder.note(conn.name);
     this._setStatus('live', conn.name, `Connected over ${label}${resumed}${extra}`);
     this._log(first ? `Live over ${label} ${now() - this._startedAt} ms after start` : `Live over ${label}${resumed}`);
     this._scheduleUpgrade();
@@ -539,45 +517,26 @@ export class LivefeedClient extends EventTarget {
     this._conn = null;
     this._endReplay(conn);
     if (!this._isConnector()) return;
-    const name = conn.name;
-    const label = LABELS[name];
-    const wasLive = conn.established;
-    if (wasLive && now() - conn.liveAt > STABLE_MS) { this._attempt = 0; this._silent[name] = 0; }
-    const text = info.detail || this._closeText(conn, info);
     if (this._offline) return;
-
-    if (info.status === 401 || info.status === 403) { this._needAuth(info.status, text); return; }
-    if (info.buffered) { this._avoid[name] = text; this._fall(name, text); return; }
-
-    // The server asked us to come back later: not a transport problem.
-    const serverAsked = SERVER_BUSY.has(conn.serverError?.error) || conn.retryAfterMs !== null || info.code === 1012 || info.code === 1013
-      || info.status === 429 || info.status === 503;
-    if (serverAsked) {
-      const why = conn.serverError?.error || (info.code ? `close ${info.code}` : `HTTP ${info.status}`);
-      const delay = conn.retryAfterMs ?? info.retryAfterMs
-        ?? (info.code === 1012 || conn.serverError ? spread(conn.retryHint ?? 3000) : backoff(this._attempt++, this.options.backoffBaseMs, this.options.backoffMaxMs));
-      this._retryIn(delay, `${label}: server asked to reconnect later (${why})`);
-      return;
+    const name = conn.name;
+    const text = info.detail || this._closeText(conn, info);
+    let decision = this._ladder.afterDown(name, info, {
+      text, wasLive: conn.established, liveForMs: now() - conn.liveAt,
+      serverError: conn.serverError, retryAfterMs: conn.retryAfterMs, retryHint: conn.retryHint,
+    });
+    if (decision.do === 'diagnose') {
+      const d = await this._diagnose(conn, info, text);
+      if (this._conn || !this._isConnector() || this._offline) return;
+      decision = this._ladder.afterDiagnosis(name, d);
     }
-
-    if (wasLive && !info.silent) {
-      this._retryIn(this._nextBackoff(), `${label} connection lost (${text})`);
-      return;
-    }
-    if (wasLive && info.silent) {
-      this._silent[name] = (this._silent[name] || 0) + 1;
-      if (this._silent[name] < 2) { this._retryIn(this._nextBackoff(), text); return; }
-    }
-
-    const d = await this._diagnose(conn, info, text);
-    if (this._conn || !this._isConnector() || this._offline) return;
-    if (d.auth) { this._needAuth(d.status, d.text); return; }
-    if (d.reachable && !d.serverTrouble) { this._fall(name, d.text); return; }
-    this._retryIn(this._nextBackoff(), d.text);
+    this._follow(decision);
   }
 
-  _nextBackoff() {
-    return backoff(this._attempt++, this.options.backoffBaseMs, this.options.backoffMaxMs);
+  /** Do what the ladder decided. */
+  _follow(decision) {
+    if (decision.do === 'auth') this._needAuth(decision.status, decision.text);
+    else if (decision.do === 'retry') this._retryIn(decision.delay, decision.reason);
+    else if (decision.do === 'connect') { this._log(decision.log); this._connectNow(); }
   }
 
   _closeText(conn, info) {
@@ -586,19 +545,6 @@ export class LivefeedClient extends EventTarget {
         + (info.opened && !conn.established ? ' before connection_established' : '');
     }
     return `${LABELS[conn.name]} failed`;
-  }
-
-  /** Move one rung down the ladder (immediately), or back off on the last rung. */
-  _fall(name, reason) {
-    this._problems[name] = reason;
-    const idx = this.options.transports.indexOf(name);
-    if (idx >= 0 && idx < this.options.transports.length - 1) {
-      this._rung = idx + 1;
-      this._log(`${reason} — falling back to ${LABELS[this.options.transports[this._rung]]}`);
-      this._connectNow();
-      return;
-    }
-    this._retryIn(this._nextBackoff(), reason);
   }
 
   /**
@@ -659,7 +605,7 @@ export class LivefeedClient extends EventTarget {
     const refused = !!this._token;
     const reason = refused ? `The read token was refused (HTTP ${status})` : `This server needs a read token (HTTP ${status})`;
     this._log(`${reason}${text ? ` — ${text}` : ''}`);
-    this._setStatus('disconnected', this.options.transports[this._rung], reason, { auth: true });
+    this._setStatus('disconnected', this._ladder.transport, reason, { auth: true });
     this.dispatchEvent(new CustomEvent('authrequired', { detail: { refused, status } }));
   }
 
@@ -667,13 +613,13 @@ export class LivefeedClient extends EventTarget {
 
   _scheduleUpgrade() {
     clearTimeout(this._timers.upgrade);
-    if (this._rung === 0) return;
-    this._timers.upgrade = setTimeout(() => this._tryUpgrade(), spread(this.options.upgradeIntervalMs));
+    const delay = this._ladder.upgradeDelay();
+    if (delay !== null) this._timers.upgrade = setTimeout(() => this._tryUpgrade(), delay);
   }
 
   _tryUpgrade() {
-    if (!this._isConnector() || !this._conn?.established || this._trial || this._rung === 0) return;
-    this._trialQueue = this.options.transports.slice(0, this._rung).filter((t) => !this._avoid[t]);
+    if (!this._isConnector() || !this._conn?.established || this._trial) return;
+    this._trialQueue = this._ladder.upgradeCandidates();
     this._nextTrial();
   }
 
@@ -703,8 +649,7 @@ export class LivefeedClient extends EventTarget {
     conn.trial = false;
     if (old) { old.downHandled = true; old.close(); }
     this._conn = conn;
-    this._rung = this.options.transports.indexOf(conn.name);
-    this._silent[conn.name] = 0;
+    this._ladder.adopt(conn.name);
     this._log(`Back on ${LABELS[conn.name]}${old ? ` (closed ${LABELS[old.name]})` : ''}`);
     this._markLive(conn);
   }
@@ -733,11 +678,11 @@ export class LivefeedClient extends EventTarget {
       this._timers.retry = setTimeout(() => { this._offline = false; this._connectNow(); }, 30000);
     } else if (e.type === 'online') {
       this._offline = false;
-      this._attempt = 0;
+      this._ladder.resetBackoff();
       this._log('Browser is online again');
       this._connectNow();
     } else if (e.type === 'visibilitychange' && globalThis.document?.visibilityState === 'visible') {
-      if (!this._conn && !this._authBlocked && !this._offline) { this._attempt = 0; this._connectNow(); } else this._watchdog();
+      if (!this._conn && !this._authBlocked && !this._offline) { this._ladder.resetBackoff(); this._connectNow(); } else this._watchdog();
     }
   }
 
@@ -772,8 +717,7 @@ export class LivefeedClient extends EventTarget {
     this._syncing = false;
     if (this._held) { for (const env of this._held) this._deliver(env, 'shared', null); this._held = null; }
     clearTimeout(this._timers.hello);
-    this._rung = 0;
-    this._attempt = 0;
+    this._ladder.restart();
     if (role === 'leader') {
       this._log('This tab holds the shared connection for all tabs');
       this._post({ k: 'leader' });

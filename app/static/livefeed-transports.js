@@ -2,62 +2,54 @@
  * livefeed-transports.js — one object per connection attempt, per transport.
  *
  * WebSocket, SSE (fetch + the spec parser) and JSON long-poll each turn their
- * wire format into the same calls on the client (`_connFrame`, `_sseChunk`,
- * `down(info)`), so the client's ladder, cursor and de-duplication logic is
- * written once. A closed attempt ignores its own late callbacks.
+ * wire format into the same calls on a sink, so the ladder, cursor and
+ * de-duplication logic above them is written once:
+ *
+ *   sink   = {frame(msg), chunk(events), down(info), log(line)}
+ *            frame: one server message (envelope or control), parsed JSON
+ *            chunk: the SSE events of one network chunk, [{event, data, id}]
+ *            down:  the attempt is over: {detail?, status?, error?, code?,
+ *                   closeReason?, opened?, retryAfterMs?, network?, ended?}
+ *   config = {url(cursor), headers(accept), cursor()}   (long-poll: url(after, waitS), start(), waitS)
+ *
+ * A transport object has open(cursor), close(), ping() and, for its owner's
+ * watchdog, `lastRx` (when bytes last arrived), `httpOk` (SSE answered 200)
+ * and `retryHint` (the stream's `retry:` field). After down() or close() it
+ * makes no further call on the sink.
  */
 
+import { errorBody, httpRefusal, redact } from './livefeed-endpoints.js';
+import { LABELS } from './livefeed-ladder.js';
 import { SseParser } from './livefeed-sse-parser.js';
 
 export const now = () => Date.now();
 
-export function redact(url) {
-  return String(url).replace(/([?&](?:ticket|access_token)=)[^&]*/g, '$1…');
-}
-
-export function retryAfterMs(response) {
-  const v = response.headers.get('Retry-After');
-  if (v && /^\d+$/.test(v)) return Number(v) * 1000;
-  return null;
-}
-
-export async function errorBody(response) {
-  try {
-    const text = await response.text();
-    try {
-      const j = JSON.parse(text);
-      if (j && typeof j === 'object') return { error: j.error ?? j.reason ?? null, detail: j.detail ?? null };
-    } catch { /* not JSON */ }
-    return { error: null, detail: text.slice(0, 200) || null };
-  } catch {
-    return { error: null, detail: null };
-  }
-}
-
-class Conn {
-  constructor(client, name, trial) {
-    this.client = client;
+class Transport {
+  constructor(name, sink, config) {
     this.name = name;
-    this.trial = trial;
+    this.sink = sink;
+    this.config = config;
     this.closed = false;
-    this.downHandled = false;
-    this.established = false;
-    this.openedAt = now();
-    this.liveAt = 0;
     this.lastRx = now();
-    this.pingAt = 0;
-    this.pongAt = 0;
-    this.retryAfterMs = null;
-    this.serverError = null;
-    this.latestId = null;
-    this.resumedFrom = null;
-    this.replayCount = 0;
-    this.replayDone = false;
     this.httpOk = false;
+    this.retryHint = null;
   }
 
+  /** Connect and run until down() or close(); never rejects. */
+  async open(cursor) {
+    try {
+      await this._run(cursor);
+    } catch (err) {
+      this.down(err.info ?? { detail: `${LABELS[this.name]}: ${err.message}` });
+    }
+  }
+
+  /** Report the end once (never after close()). */
   down(info) {
-    this.client._connDown(this, info);
+    if (this.closed) return;
+    this.closed = true;
+    this._teardown();
+    this.sink.down(info);
   }
 
   close() {
@@ -69,21 +61,21 @@ class Conn {
   _teardown() { /* per transport */ }
 }
 
-class WsConn extends Conn {
-  async open(cursor) {
-    const url = await this.client._wsUrl(cursor); // may throw (auth / network)
+class WsTransport extends Transport {
+  async _run(cursor) {
+    const url = await this.config.url(cursor); // may throw (auth / network)
     if (this.closed) return;
-    this.url = url;
-    this.client._log(`WebSocket: opening ${redact(url)}`);
+    this.sink.log(`WebSocket: opening ${redact(url)}`);
     let ws;
     try {
       ws = new WebSocket(url);
     } catch (err) {
-      this.down({ phase: 'handshake', detail: `WebSocket could not be created: ${err.message}` });
+      this.down({ detail: `WebSocket could not be created: ${err.message}` });
       return;
     }
     this.ws = ws;
-    ws.onopen = () => { if (!this.closed) this.opened = true; };
+    let opened = false;
+    ws.onopen = () => { opened = true; };
     ws.onmessage = (e) => {
       if (this.closed) return;
       this.lastRx = now();
@@ -91,21 +83,15 @@ class WsConn extends Conn {
       try {
         msg = JSON.parse(e.data);
       } catch {
-        this.client._log('WebSocket: ignored a frame that is not JSON');
+        this.sink.log('WebSocket: ignored a frame that is not JSON');
         return;
       }
       for (const m of Array.isArray(msg) ? msg : [msg]) {
         if (this.closed) return;
-        this.client._connFrame(this, m);
+        this.sink.frame(m);
       }
     };
-    ws.onclose = (e) => {
-      if (this.closed) return;
-      this.down({
-        phase: this.established ? 'live' : 'handshake',
-        code: e.code, closeReason: e.reason, opened: !!this.opened,
-      });
-    };
+    ws.onclose = (e) => this.down({ code: e.code, closeReason: e.reason, opened });
   }
 
   ping() {
@@ -120,36 +106,26 @@ class WsConn extends Conn {
   }
 }
 
-class SseConn extends Conn {
-  async open(cursor) {
+class SseTransport extends Transport {
+  async _run(cursor) {
     this.abort = new AbortController();
-    const url = this.client._url(`/sse/${encodeURIComponent(this.client.channel)}`, this.client._streamParams(cursor));
-    this.url = url;
-    this.client._log(`SSE: opening ${redact(url)}`);
+    const url = this.config.url(cursor);
+    this.sink.log(`SSE: opening ${redact(url)}`);
     let res;
     try {
-      res = await fetch(url, {
-        headers: { Accept: 'text/event-stream', ...this.client._authHeaders() },
-        cache: 'no-store',
-        signal: this.abort.signal,
-      });
+      res = await fetch(url, { headers: this.config.headers('text/event-stream'), cache: 'no-store', signal: this.abort.signal });
     } catch (err) {
-      if (!this.closed) this.down({ phase: 'handshake', network: true, detail: `SSE request failed: ${err.message}` });
+      this.down({ network: true, detail: `SSE request failed: ${err.message}` });
       return;
     }
     if (this.closed) return;
     if (!res.ok) {
-      const body = await errorBody(res);
-      this.down({
-        phase: 'handshake', status: res.status, error: body.error,
-        detail: `SSE answered HTTP ${res.status}${body.detail ? `: ${body.detail}` : ''}`,
-        retryAfterMs: retryAfterMs(res),
-      });
+      this.down(httpRefusal('SSE', res, await errorBody(res)));
       return;
     }
     const ctype = res.headers.get('Content-Type') || '';
     if (!ctype.startsWith('text/event-stream') || !res.body) {
-      this.down({ phase: 'handshake', status: res.status, detail: `SSE answered ${ctype || 'no content type'}, not an event stream` });
+      this.down({ status: res.status, detail: `SSE answered ${ctype || 'no content type'}, not an event stream` });
       return;
     }
     this.httpOk = true;
@@ -164,17 +140,13 @@ class SseConn extends Conn {
         this.lastRx = now();
         const events = parser.push(decoder.decode(value, { stream: true }));
         if (parser.retry !== null) this.retryHint = parser.retry;
-        if (events.length) this.client._sseChunk(this, events);
+        if (events.length) this.sink.chunk(events);
       }
     } catch (err) {
-      if (!this.closed) {
-        this.down({ phase: this.established ? 'live' : 'handshake', network: true, detail: `SSE stream broke: ${err.message}` });
-      }
+      this.down({ network: true, detail: `SSE stream broke: ${err.message}` });
       return;
     }
-    if (!this.closed) {
-      this.down({ phase: this.established ? 'live' : 'handshake', ended: true, detail: 'SSE stream ended' });
-    }
+    this.down({ ended: true, detail: 'SSE stream ended' });
   }
 
   _teardown() {
@@ -182,60 +154,51 @@ class SseConn extends Conn {
   }
 }
 
-class PollConn extends Conn {
-  async open() {
-    const c = this.client;
-    const wait = c.options.pollWaitS;
+class PollTransport extends Transport {
+  async _run() {
+    const { waitS } = this.config;
     let first = true;
     while (!this.closed) {
-      let cursor = c._cursor();
+      let cursor = this.config.cursor();
       if (cursor === null) {
-        // /api/events has no tail=: start a little before the newest id instead.
-        const latest = await c._latestId();
+        cursor = await this.config.start();
         if (this.closed) return;
-        if (latest === null) { this.down({ phase: 'handshake', network: true, detail: 'long-poll: /api/stats is unreachable' }); return; }
-        cursor = Math.max(0, latest - c.options.tail);
+        if (cursor === null) { this.down({ network: true, detail: 'long-poll: /api/stats is unreachable' }); return; }
       }
-      const params = { after: String(cursor), limit: '1000', wait: first ? '0' : String(wait), ...c._filterParams() };
-      const url = c._url('/api/events', params);
-      if (first) c._log(`Long-poll: ${redact(url)}`);
+      const url = this.config.url(cursor, first ? 0 : waitS);
+      if (first) this.sink.log(`Long-poll: ${redact(url)}`);
       this.abort = new AbortController();
-      const timer = setTimeout(() => this.abort.abort(), (wait + 15) * 1000);
+      const timer = setTimeout(() => this.abort.abort(), (waitS + 15) * 1000);
       const started = now();
       let res;
       let page;
       try {
-        res = await fetch(url, { headers: { Accept: 'application/json', ...c._authHeaders() }, cache: 'no-store', signal: this.abort.signal });
+        res = await fetch(url, { headers: this.config.headers(), cache: 'no-store', signal: this.abort.signal });
         if (res.ok) page = await res.json();
       } catch (err) {
-        clearTimeout(timer);
-        if (!this.closed) this.down({ phase: this.established ? 'live' : 'handshake', network: true, detail: `long-poll request failed: ${err.message}` });
+        this.down({ network: true, detail: `long-poll request failed: ${err.message}` });
         return;
+      } finally {
+        clearTimeout(timer);
       }
-      clearTimeout(timer);
       if (this.closed) return;
       if (!res.ok) {
-        const body = await errorBody(res);
-        this.down({
-          phase: this.established ? 'live' : 'handshake', status: res.status, error: body.error,
-          detail: `long-poll answered HTTP ${res.status}${body.detail ? `: ${body.detail}` : ''}`,
-          retryAfterMs: retryAfterMs(res),
-        });
+        this.down(httpRefusal('long-poll', res, await errorBody(res)));
         return;
       }
       this.lastRx = now();
       if (first) {
         first = false;
         this.httpOk = true;
-        c._connFrame(this, { type: 'connection_established', transport: 'poll', latest_id: null, resumed_from: cursor });
+        // resumed_from: where this poll starts, the cursor when the client had none
+        this.sink.frame({ type: 'connection_established', transport: 'poll', latest_id: null, resumed_from: cursor });
       }
-      for (const notice of Array.isArray(page?.notices) ? page.notices : []) c._connFrame(this, notice);
+      for (const notice of Array.isArray(page?.notices) ? page.notices : []) this.sink.frame(notice);
       const events = Array.isArray(page?.events) ? page.events : [];
       for (const env of events) {
         if (this.closed) return;
-        c._connFrame(this, env);
+        this.sink.frame(env);
       }
-      if (c._cursor() === null) c._cur.startAfter(page?.next_after);
       if (!events.length && !page?.has_more && now() - started < 1000) {
         await new Promise((r) => setTimeout(r, 1000)); // a server that does not hold: no hot loop
       }
@@ -247,4 +210,12 @@ class PollConn extends Conn {
   }
 }
 
-export const CONN_CLASSES = { websocket: WsConn, sse: SseConn, poll: PollConn };
+const CLASSES = { websocket: WsTransport, sse: SseTransport, poll: PollTransport };
+
+/** The transports this client speaks, best first. */
+export const TRANSPORTS = Object.freeze(Object.keys(CLASSES));
+
+/** A transport `name` (one of TRANSPORTS) reporting to `sink`, configured by `config`. */
+export function createTransport(name, sink, config) {
+  return new CLASSES[name](name, sink, config);
+}

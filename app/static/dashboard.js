@@ -1,34 +1,22 @@
 /**
  * dashboard.js — the Live Activity Feed page. All connection logic lives in
- * livefeed-client.js; this file only renders what the client reports.
+ * livefeed-client.js; this file only renders what the client reports (rows
+ * and counters in dashboard-rows.js, the chart in dashboard-chart.js).
  *
  * Rendering rules: event data is only ever put in the DOM with textContent
  * (never innerHTML); rows are added once per animation frame in a batch; the
  * feed keeps at most MAX_ROWS rows and the page at most MAX_KEPT events.
  */
+import { MinuteChart } from './dashboard-chart.js';
+import { KNOWN_TYPES, counterItem, el, envelopeOf, makeRow, relativeTime, typeName } from './dashboard-rows.js';
 import { LivefeedClient } from './livefeed-client.js';
 
 const MAX_ROWS = 500;
 const MAX_KEPT = 1000;
-const CHART_MINUTES = 30;
 const LOG_LINES = 150;
 const MAX_SEARCH_TEXT = 8192;
 const TOKEN_KEY = 'livefeed:read-token';
 
-const TYPE_LOOK = {
-  validation_created: '+',
-  validation_approved: '✓',
-  validation_rejected: '✗',
-  validation_enhanced: '✦',
-  recommendation_created: '✚',
-  recommendation_approved: '✔',
-  recommendation_rejected: '✘',
-  recommendation_applied: '⚙',
-  workflow_started: '▶',
-  workflow_completed: '■',
-  workflow_failed: '⚠',
-};
-const KNOWN_TYPES = Object.keys(TYPE_LOOK);
 const BADGE = { websocket: 'Live · WebSocket', sse: 'Live · SSE (fallback)', poll: 'Live · polling' };
 
 const $ = (id) => document.getElementById(id);
@@ -38,36 +26,6 @@ const tabStore = {
   get(key) { try { return sessionStorage.getItem(key); } catch { return null; } },
   set(key, value) { try { sessionStorage.setItem(key, value); } catch { /* disabled or full */ } },
 };
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-const typeName = (type) => type.replace(/[_.-]+/g, ' ');
-
-function relativeTime(ms) {
-  const s = Math.round((Date.now() - ms) / 1000);
-  if (!Number.isFinite(s) || s < 5) return 'just now';
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return `${Math.floor(s / 86400)} d ago`;
-}
-
-function preview(data) {
-  if (!data || typeof data !== 'object') return '';
-  const parts = [];
-  for (const [k, v] of Object.entries(data)) {
-    const value = v === null || typeof v !== 'object' ? String(v) : Array.isArray(v) ? `[${v.length}]` : '{…}';
-    parts.push(`${k}: ${value.length > 60 ? `${value.slice(0, 59)}…` : value}`);
-    if (parts.length === 3) break;
-  }
-  const text = parts.join(' · ');
-  return text.length > 160 ? `${text.slice(0, 159)}…` : text;
-}
 
 /* ---------------- state ---------------- */
 
@@ -80,13 +38,11 @@ const state = {
   heldCount: 0,        // events that arrived while paused
   counts: new Map(),
   total: 0,
-  minutes: new Map(),  // minute number -> count (by event ts)
   workflows: new Map(),
   filter: { wf: '', type: '', q: '' },
   status: null,
   askedToken: false,
 };
-const rowEnv = new WeakMap();
 
 const client = new LivefeedClient({
   channel: params.get('channel') || 'validation_updates',
@@ -96,6 +52,7 @@ const client = new LivefeedClient({
   baseUrl: location.origin + (document.querySelector('meta[name="livefeed-base-path"]')?.content || ''),
   ...(params.get('transports') ? { transports: params.get('transports').split(',') } : {}),
 });
+let chart = null; // built by wire()
 globalThis.livefeedDashboard = { client, state };
 
 /* ---------------- intake and batched rendering ---------------- */
@@ -124,11 +81,7 @@ function intake(env, source) {
   if (state.kept.length > MAX_KEPT + 100) state.kept.splice(0, state.kept.length - MAX_KEPT);
   state.total++;
   if (state.counts.has(env.type) || state.counts.size < 500) state.counts.set(env.type, (state.counts.get(env.type) || 0) + 1);
-  const ts = Date.parse(env.ts);
-  if (Number.isFinite(ts)) {
-    const minute = Math.floor(ts / 60000);
-    if (minute > Math.floor(Date.now() / 60000) - CHART_MINUTES) state.minutes.set(minute, (state.minutes.get(minute) || 0) + 1);
-  }
+  chart.count(Date.parse(env.ts));
   if (env.workflow_id) noteWorkflow(env.workflow_id);
   if (state.paused && source !== 'restore') state.heldCount++;
   state.pending.push(rec);
@@ -152,7 +105,7 @@ function flush() {
   const pending = state.pending;
   state.pending = [];
   renderCounters();
-  renderChart();
+  chart.render();
   renderPause();
   if (!state.paused && pending.length) prependRows(pending.filter(matches));
 }
@@ -188,51 +141,13 @@ function renderFeedNote() {
   $('feed-note').textContent = rows >= MAX_ROWS ? `Showing the newest ${MAX_ROWS} events.` : '';
 }
 
-function makeRow(env) {
-  const li = el('li', 'row');
-  li.dataset.eventId = String(env.id);
-  li.dataset.type = env.type;
-  if (!TYPE_LOOK[env.type]) li.classList.add('type-other');
-  const details = el('details');
-  const summary = el('summary');
-  const ts = Date.parse(env.ts);
-  const time = el('time', 'when', Number.isFinite(ts) ? relativeTime(ts) : '');
-  time.dateTime = env.ts;
-  time.title = env.ts;
-  summary.append(
-    el('span', 'icon', TYPE_LOOK[env.type] || '•'),
-    el('span', 'type', typeName(env.type)),
-    el('span', 'wf', env.workflow_id ?? '—'),
-    el('span', 'preview', preview(env.data)),
-    time,
-    el('span', 'eid', `#${env.id}`),
-  );
-  summary.firstChild.setAttribute('aria-hidden', 'true');
-  details.append(summary, el('pre', 'json'));
-  li.append(details);
-  rowEnv.set(details, env);
-  return li;
-}
+/* ---------------- counters ---------------- */
 
-/* ---------------- counters and chart ---------------- */
-
-function counterItem(type) {
-  const li = el('li', 'counter');
-  li.dataset.type = type;
-  li.dataset.count = '0';
-  if (!TYPE_LOOK[type]) li.classList.add('type-other');
-  const button = el('button');
-  button.type = 'button';
-  button.title = `Show only ${typeName(type)}`;
-  button.append(el('span', 'icon', TYPE_LOOK[type] || '•'), el('span', 'name', typeName(type)), el('span', 'count', '0'));
-  button.firstChild.setAttribute('aria-hidden', 'true');
-  button.addEventListener('click', () => {
-    const select = $('filter-type');
-    select.value = select.value === type ? '' : type;
-    applyFilters();
-  });
-  li.append(button);
-  return li;
+/** A counter was clicked: show only that type, or all again. */
+function pickType(type) {
+  const select = $('filter-type');
+  select.value = select.value === type ? '' : type;
+  applyFilters();
 }
 
 const counterNodes = new Map();
@@ -242,7 +157,7 @@ function renderCounters() {
     let node = counterNodes.get(type);
     if (!node) {
       if (counterNodes.size >= 100) continue; // open-ended types: bounded UI
-      node = counterItem(type);
+      node = counterItem(type, pickType);
       counterNodes.set(type, node);
       list.append(node);
       addTypeOption(type);
@@ -261,65 +176,6 @@ function addTypeOption(type) {
   const option = el('option', '', typeName(type));
   option.value = type;
   select.append(option);
-}
-
-const SVG = 'http://www.w3.org/2000/svg';
-const chart = { bars: [], max: null, last: 0, timer: 0 };
-
-function buildChart() {
-  const svg = $('chart');
-  for (let i = 0; i < CHART_MINUTES; i++) {
-    const rect = document.createElementNS(SVG, 'rect');
-    rect.setAttribute('x', String(i * 10 + 1));
-    rect.setAttribute('width', '8');
-    rect.setAttribute('y', '78');
-    rect.setAttribute('height', '0');
-    rect.setAttribute('class', 'bar');
-    svg.append(rect);
-    chart.bars.push(rect);
-  }
-  const base = document.createElementNS(SVG, 'line');
-  for (const [k, v] of Object.entries({ x1: 0, x2: 300, y1: 78.5, y2: 78.5, class: 'axis' })) base.setAttribute(k, String(v));
-  svg.append(base);
-  const label = (x, y, anchor, text) => {
-    const t = document.createElementNS(SVG, 'text');
-    t.setAttribute('x', String(x));
-    t.setAttribute('y', String(y));
-    t.setAttribute('text-anchor', anchor);
-    t.setAttribute('class', 'label');
-    t.textContent = text;
-    svg.append(t);
-    return t;
-  };
-  label(0, 89, 'start', `−${CHART_MINUTES} min`);
-  label(300, 89, 'end', 'now');
-  chart.max = label(0, 8, 'start', '');
-}
-
-function renderChart(force = false) {
-  const t = Date.now();
-  if (!force && t - chart.last < 500) {
-    if (!chart.timer) chart.timer = setTimeout(() => renderChart(true), 500 - (t - chart.last));
-    return;
-  }
-  clearTimeout(chart.timer);
-  chart.timer = 0;
-  chart.last = t;
-  const current = Math.floor(t / 60000);
-  for (const minute of state.minutes.keys()) if (minute <= current - CHART_MINUTES) state.minutes.delete(minute);
-  const values = [];
-  for (let i = CHART_MINUTES - 1; i >= 0; i--) values.push(state.minutes.get(current - i) || 0);
-  const max = Math.max(1, ...values);
-  values.forEach((v, i) => {
-    const h = v ? Math.max(1, Math.round((v / max) * 66)) : 0;
-    chart.bars[i].setAttribute('y', String(78 - h));
-    chart.bars[i].setAttribute('height', String(h));
-  });
-  chart.max.textContent = `max ${max}/min`;
-  const fraction = (t % 60000) / 60000;
-  const rate = Math.round(values[CHART_MINUTES - 1] + values[CHART_MINUTES - 2] * (1 - fraction));
-  $('rate').textContent = String(rate);
-  $('chart').setAttribute('aria-label', `Events per minute over the last ${CHART_MINUTES} minutes; about ${rate} in the last minute, at most ${max}`);
 }
 
 /* ---------------- filters and pause ---------------- */
@@ -480,13 +336,13 @@ function wire() {
   $('channel-name').textContent = client.channel;
   if (client.channel !== 'validation_updates') document.title = `${client.channel} · Live Activity Feed`;
   for (const type of KNOWN_TYPES) {
-    const node = counterItem(type);
+    const node = counterItem(type, pickType);
     counterNodes.set(type, node);
     $('counters').append(node);
     addTypeOption(type);
   }
-  buildChart();
-  renderChart(true);
+  chart = new MinuteChart($('chart'), $('rate'));
+  chart.render(true);
 
   $('status').addEventListener('click', () => {
     const panel = $('status-panel');
@@ -511,14 +367,14 @@ function wire() {
     const details = e.target;
     const pre = details.querySelector?.('pre.json');
     if (!details.open || !pre || pre.textContent) return;
-    pre.textContent = JSON.stringify(rowEnv.get(details), null, 2);
+    pre.textContent = JSON.stringify(envelopeOf(details), null, 2);
   }, true);
   setInterval(() => {
     for (const t of $('feed').querySelectorAll('time')) {
       const ms = Date.parse(t.dateTime);
       if (Number.isFinite(ms)) t.textContent = relativeTime(ms);
     }
-    renderChart(true);
+    chart.render(true);
   }, 10000);
 
   client.addEventListener('event', (e) => intake(e.detail, e.source));

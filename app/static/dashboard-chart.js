@@ -1,0 +1,89 @@
+/**
+ * dashboard-chart.js — the dashboard's events-per-minute bar chart (SVG).
+ *
+ * Events are counted by the minute of their own timestamp; the chart is
+ * redrawn at most twice a second however fast they come, and the "now" rate
+ * blends the current minute with the part of the previous one still inside
+ * the last 60 s.
+ */
+
+export const CHART_MINUTES = 30;
+const SVG = 'http://www.w3.org/2000/svg';
+const MIN_REDRAW_MS = 500;
+
+export class MinuteChart {
+  /** `svg`: the (empty) chart element; `rate`: where the per-minute rate is written. */
+  constructor(svg, rate) {
+    this.minutes = new Map(); // minute number -> count (by event ts)
+    this._svg = svg;
+    this._rate = rate;
+    this._bars = [];
+    this._last = 0;
+    this._timer = 0;
+    this._build();
+  }
+
+  /** Count an event stamped `ms` (ignored when older than the chart). */
+  count(ms) {
+    if (!Number.isFinite(ms)) return;
+    const minute = Math.floor(ms / 60000);
+    if (minute > Math.floor(Date.now() / 60000) - CHART_MINUTES) this.minutes.set(minute, (this.minutes.get(minute) || 0) + 1);
+  }
+
+  _build() {
+    const svg = this._svg;
+    for (let i = 0; i < CHART_MINUTES; i++) {
+      const rect = document.createElementNS(SVG, 'rect');
+      rect.setAttribute('x', String(i * 10 + 1));
+      rect.setAttribute('width', '8');
+      rect.setAttribute('y', '78');
+      rect.setAttribute('height', '0');
+      rect.setAttribute('class', 'bar');
+      svg.append(rect);
+      this._bars.push(rect);
+    }
+    const base = document.createElementNS(SVG, 'line');
+    for (const [k, v] of Object.entries({ x1: 0, x2: 300, y1: 78.5, y2: 78.5, class: 'axis' })) base.setAttribute(k, String(v));
+    svg.append(base);
+    const label = (x, y, anchor, text) => {
+      const t = document.createElementNS(SVG, 'text');
+      t.setAttribute('x', String(x));
+      t.setAttribute('y', String(y));
+      t.setAttribute('text-anchor', anchor);
+      t.setAttribute('class', 'label');
+      t.textContent = text;
+      svg.append(t);
+      return t;
+    };
+    label(0, 89, 'start', `−${CHART_MINUTES} min`);
+    label(300, 89, 'end', 'now');
+    this._max = label(0, 8, 'start', '');
+  }
+
+  /** Redraw (now if `force`, else at most every MIN_REDRAW_MS). */
+  render(force = false) {
+    const t = Date.now();
+    if (!force && t - this._last < MIN_REDRAW_MS) {
+      if (!this._timer) this._timer = setTimeout(() => this.render(true), MIN_REDRAW_MS - (t - this._last));
+      return;
+    }
+    clearTimeout(this._timer);
+    this._timer = 0;
+    this._last = t;
+    const current = Math.floor(t / 60000);
+    for (const minute of this.minutes.keys()) if (minute <= current - CHART_MINUTES) this.minutes.delete(minute);
+    const values = [];
+    for (let i = CHART_MINUTES - 1; i >= 0; i--) values.push(this.minutes.get(current - i) || 0);
+    const max = Math.max(1, ...values);
+    values.forEach((v, i) => {
+      const h = v ? Math.max(1, Math.round((v / max) * 66)) : 0;
+      this._bars[i].setAttribute('y', String(78 - h));
+      this._bars[i].setAttribute('height', String(h));
+    });
+    this._max.textContent = `max ${max}/min`;
+    const fraction = (t % 60000) / 60000;
+    const rate = Math.round(values[CHART_MINUTES - 1] + values[CHART_MINUTES - 2] * (1 - fraction));
+    this._rate.textContent = String(rate);
+    this._svg.setAttribute('aria-label', `Events per minute over the last ${CHART_MINUTES} minutes; about ${rate} in the last minute, at most ${max}`);
+  }
+}

@@ -65,6 +65,7 @@ export class Attempt {
     this.liveAt = 0;
     this.latestId = null;
     this.resumedFrom = null;
+    this.startsAfter = null; // set at connection_established: see _established()
     this.serverError = null;
     this.retryAfterMs = null;
     this.pongAt = 0;

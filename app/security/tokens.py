@@ -1,124 +1,19 @@
-"""Who may connect and from where: hosts, origins, tokens, loopback.
-
-CORS middleware does not protect WebSocket handshakes, so the origin check
-is done here, by the server itself, before a socket is accepted.
-"""
+"""Credentials: bearer tokens compared in constant time, expiring JWT read grants,
+and the publish rule (a token, or loopback when none is configured)."""
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import jwt
 
-from app.config import Settings, normalise_origin
+from app.config import Settings
 from app.errors import ApiError
+from app.security.hosts import is_loopback
 
 ANY_CHANNEL = "*"
-
-
-def _split_host(value: str) -> tuple[str, str | None]:
-    value = value.strip().lower()
-    if value.startswith("["):  # [::1]:8080
-        end = value.find("]")
-        return value[: end + 1], value[end + 2 :] or None
-    name, _, port = value.partition(":")
-    return name, port or None
-
-
-def host_allowed(host_header: str | None, settings: Settings) -> bool:
-    """DNS rebinding defence: only the configured names may reach us; an entry
-    without a port matches any port."""
-    if not host_header:
-        return False
-    name, port = _split_host(host_header)
-    for entry in settings.served_hosts:
-        entry_name, entry_port = _split_host(entry)
-        if entry_name == name and entry_port in (None, port):
-            return True
-    return False
-
-
-def check_host(host_header: str | None, settings: Settings) -> None:
-    if not host_allowed(host_header, settings):
-        raise ApiError(
-            421,
-            "host_not_allowed",
-            f"Host {host_header!r} is not served here; add it to LIVEFEED_ALLOWED_HOSTS "
-            f"(now: {', '.join(settings.served_hosts)})",
-        )
-
-
-def own_origin(scheme: str, host_header: str | None) -> str | None:
-    web_scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
-    return normalise_origin(f"{web_scheme}://{host_header}") if host_header else None
-
-
-def origin_refusal(
-    origin: str | None, scheme: str, host_header: str | None, settings: Settings
-) -> ApiError | None:
-    """Why a browser page at ``origin`` may not open a stream here, or ``None``."""
-    if origin is None:
-        return None  # not a browser: curl, scripts; credentials decide
-    normalised = normalise_origin(origin)
-    if normalised is not None and (
-        normalised == own_origin(scheme, host_header)
-        or normalised in settings.allowed_origins
-        or "*" in settings.allowed_origins
-    ):
-        return None
-    allowed = ", ".join(settings.allowed_origins) or "(empty)"
-    return ApiError(
-        403,
-        "origin_not_allowed",
-        f"origin {origin[:200]} is not allowed: it is not this server's own origin and not in "
-        f"LIVEFEED_ALLOWED_ORIGINS (now: {allowed}); add it there to allow it",
-    )
-
-
-def _within(address: str, networks: tuple[str, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(net) for net in networks)
-
-
-def is_trusted_proxy(peer: str, settings: Settings) -> bool:
-    return _within(peer, settings.trust_proxy)
-
-
-def client_address(peer: str | None, forwarded_for: str | None, settings: Settings) -> str:
-    """The client's address: the peer, or behind a trusted proxy the nearest
-    untrusted hop of ``X-Forwarded-For`` (so not every client looks like loopback)."""
-    if peer is None:
-        return "unknown"
-    if not forwarded_for or not _within(peer, settings.trust_proxy):
-        return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _within(hop, settings.trust_proxy):
-            return hop
-    return hops[0] if hops else peer
-
-
-def cors_origin(origin: str | None, settings: Settings) -> str | None:
-    """The ``Access-Control-Allow-Origin`` value for a cross-origin page, or ``None``."""
-    if origin is None or not settings.allowed_origins:
-        return None
-    if "*" in settings.allowed_origins:
-        return "*"
-    return origin if normalise_origin(origin) in settings.allowed_origins else None
-
-
-def is_loopback(address: str | None) -> bool:
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
 
 def bearer(authorization: str | None) -> str | None:
     if authorization and authorization[:7].lower() == "bearer ":

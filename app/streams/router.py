@@ -6,28 +6,28 @@ make a foreign page look like a loopback publisher or a same-origin reader.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from quart import Quart
+from collections.abc import Callable
 
 from app.config import Settings
 from app.errors import ApiError
+from app.query import not_found_stream
 from app.runtime import Runtime
-from app.security import check_host
-from app.transports.asgi import Receive, Scope, Send, header, refuse_websocket, send_error
-from app.transports.request import not_found_stream
-from app.transports.sse import serve_sse
-from app.transports.ws import serve_ws
-
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-RUNTIME_KEY = "livefeed"
+from app.scope import ASGIApp, Receive, Scope, Send, header
+from app.security.hosts import check_host
+from app.streams.connection import refuse_websocket, send_error
+from app.streams.sse import serve_sse
+from app.streams.ws import serve_ws
 
 
 class StreamRouter:
-    def __init__(self, app: Quart, inner: ASGIApp, settings: Settings) -> None:
-        self._app = app
+    """Routes the two stream paths itself and hands every other request to Quart."""
+
+    def __init__(
+        self, inner: ASGIApp, settings: Settings, runtime: Callable[[], Runtime | None]
+    ) -> None:
         self._inner = inner
         self._settings = settings
+        self._current_runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -46,7 +46,7 @@ class StreamRouter:
             await self._inner(scope, receive, send)
 
     def _runtime(self) -> Runtime:
-        runtime = self._app.extensions.get(RUNTIME_KEY)
+        runtime = self._current_runtime()
         if runtime is None:
             raise ApiError(503, "unavailable", "the server is starting; try again shortly")
         return runtime

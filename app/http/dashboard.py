@@ -13,7 +13,8 @@ and ``wss:`` in current browsers.
 
 from __future__ import annotations
 
-from quart import Blueprint, Quart, Response, redirect, render_template, request, url_for
+from quart import Blueprint, Response, redirect, render_template, request, url_for
+from werkzeug.wrappers.response import Response as Redirect
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -28,11 +29,11 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-dashboard = Blueprint("dashboard", __name__, template_folder="templates")
+dashboard = Blueprint("dashboard", __name__)
 
 
 @dashboard.get("/")
-async def root() -> Response:
+async def root() -> Redirect:
     """Send visitors of the bare address to the dashboard."""
     return redirect(url_for("dashboard.page"), 302)
 
@@ -43,7 +44,3 @@ async def page() -> Response:
     body = await render_template("dashboard.html", base_path=request.root_path)
     return Response(body, 200, headers=SECURITY_HEADERS, content_type="text/html; charset=utf-8")
 
-
-def register_dashboard(app: Quart) -> None:
-    """Mount the dashboard on ``app`` (static files come from the app's own static folder)."""
-    app.register_blueprint(dashboard)

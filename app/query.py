@@ -8,8 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.errors import ApiError, bad_request
-from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE
-from app.store import EventFilter
+from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter
 
 MAX_CURSOR = 2**63 - 1
 MAX_TAIL = 1000
@@ -103,3 +102,18 @@ def parse_stream_request(
         raise bad_request("bad_parameter", f"batch={batch[:10]!r}: use 0 or 1")
     filter = EventFilter(workflow_id=workflow_id, types=types)
     return StreamRequest(channel, filter, cursor, tail, batch == "1")
+
+
+def stream_path_error(path: str) -> ApiError:
+    """A plain HTTP request for a WebSocket path is told to upgrade; others get the paths."""
+    try:
+        parse_stream_request(path, "/ws/", {}, None)
+    except ApiError as error:
+        return error
+    return ApiError(
+        426,
+        "upgrade_required",
+        f"{path[:100]} is a WebSocket endpoint: connect with a WebSocket client, "
+        "or read the same events over HTTP at /sse/{channel}",
+        {"Upgrade": "websocket"},
+    )

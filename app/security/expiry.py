@@ -14,19 +14,9 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
-from app.events import Control
-from app.security import ReadGrant
+from app.security.tokens import ReadGrant
 
 T = TypeVar("T")
-
-TOKEN_EXPIRED = "token_expired"
-TOKEN_EXPIRED_FRAME = Control.build(
-    "error",
-    error=TOKEN_EXPIRED,
-    detail="the token this stream was opened with has expired; get a new token (or a new "
-    "ticket with it) and reconnect with your last event id",
-)
-
 
 def deadline(grant: ReadGrant) -> float | None:
     """When the credential expires, on the loop's monotonic clock (``loop.time()``)."""

@@ -5,20 +5,19 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response
 
-from app.api import json_response, runtime
-from app.errors import ApiError
-from app.store import StoreUnavailable
+from app.errors import ApiError, StoreUnavailable
+from app.http.common import json_response, runtime
 
-ops = Blueprint("ops", __name__)
+operations = Blueprint("operations", __name__)
 
 
-@ops.get("/healthz")
+@operations.get("/healthz")
 async def healthz() -> Response:
     """The process is up (says nothing about the database)."""
     return json_response(b'{"status":"ok"}')
 
 
-@ops.get("/readyz")
+@operations.get("/readyz")
 async def readyz() -> Response:
     """The database answers; a load balancer should send traffic here."""
     try:
@@ -28,7 +27,7 @@ async def readyz() -> Response:
     return json_response(b'{"status":"ready"}')
 
 
-@ops.get("/metrics")
+@operations.get("/metrics")
 async def metrics() -> Response:
     """Prometheus text format: this process, or all workers under ``--workers``."""
     return Response(runtime().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

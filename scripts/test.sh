@@ -26,4 +26,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m ruff check .
+lint-imports --no-cache >/dev/null || lint-imports --no-cache  # the layers of app/ (pyproject.toml)
 python3 -m pytest "$@"

@@ -64,22 +64,35 @@ def _check_callable(name: str, value: object) -> None:
 
 
 async def _iterate_in_thread(items: Iterable[Any]) -> AsyncIterator[Any]:
-    """A blocking iterator (``queue.get`` loop, database cursor) must not stall the event loop."""
+    """A blocking iterator (``queue.get`` loop, database cursor) must not stall the event loop.
+
+    Closing this also closes ``items`` (a generator's ``finally`` runs), at once or,
+    if a worker thread is still inside ``next()``, as soon as that returns.
+    """
     iterator = iter(items)
     finished = object()
-    in_thread = False
+    step: asyncio.Future[Any] | None = None
     try:
         while True:
-            in_thread = True
-            item = await asyncio.to_thread(next, iterator, finished)
-            in_thread = False
+            # Shielded: cancelling our wait must not orphan the thread's result unseen.
+            step = asyncio.ensure_future(asyncio.to_thread(next, iterator, finished))
+            item = await asyncio.shield(step)
             if item is finished:
                 return
             yield item
     finally:
         close = getattr(iterator, "close", None)
-        if close is not None and not in_thread:  # a thread still inside next() cannot close it
-            close()
+        if close is not None:
+
+            def close_after(done: asyncio.Future[Any]) -> None:
+                if not done.cancelled():
+                    done.exception()  # nobody reads the stream any more
+                close()
+
+            if step is None or step.done():
+                close()
+            else:
+                step.add_done_callback(close_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,12 @@ class _End:
     """The content is exhausted (``error`` None) or failed."""
 
     error: BaseException | None = None
+
+
+def _failure(task: asyncio.Task[Any] | None) -> BaseException | None:
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception()
 
 
 def _being_cancelled() -> bool:
@@ -263,8 +282,10 @@ class EventSourceResponse(quart.Response):
                     yield self._ping_bytes()
                     continue
                 if isinstance(item, _End):
-                    if item.error is not None:
-                        raise item.error
+                    # A sender that closed its channel and then failed: its error too.
+                    error = item.error or _failure(sender)
+                    if error is not None:
+                        raise error
                     return
                 yield item
                 queue.task_done()

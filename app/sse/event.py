@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, Unpack
 
 DEFAULT_SEPARATOR = "\r\n"
 SEPARATORS = ("\r\n", "\r", "\n")
@@ -31,6 +31,16 @@ def check_sep(sep: object, default: str = DEFAULT_SEPARATOR) -> str:
     if sep not in SEPARATORS:
         raise ValueError(f"sep must be one of '\\r\\n', '\\r', '\\n', got {sep!r}")
     return sep
+
+
+class EventFields(TypedDict, total=False):
+    """The keyword fields of an event, beside its data."""
+
+    event: str | None
+    id: str | int | None
+    retry: int | None
+    comment: str | None
+    sep: str | None
 
 
 class ServerSentEvent:
@@ -94,23 +104,14 @@ class JSONServerSentEvent(ServerSentEvent):
     not JSON). JSON escapes CR and LF, so the data is always one ``data:`` line.
     """
 
-    def __init__(
-        self,
-        data: Any = None,
-        *,
-        event: str | None = None,
-        id: str | int | None = None,  # sse-starlette's keyword
-        retry: int | None = None,
-        comment: str | None = None,
-        sep: str | None = None,
-    ) -> None:
+    def __init__(self, data: Any = None, **fields: Unpack[EventFields]) -> None:
         # None means "no data line", as in sse-starlette (not the JSON literal null).
         encoded = (
             None
             if data is None
             else json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         )
-        super().__init__(encoded, event=event, id=id, retry=retry, comment=comment, sep=sep)
+        super().__init__(encoded, **fields)
 
 
 def ensure_bytes(data: bytes | dict[str, Any] | ServerSentEvent | Any, sep: str) -> bytes:

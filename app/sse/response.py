@@ -74,7 +74,7 @@ async def _iterate_in_thread(items: Iterable[Any]) -> AsyncIterator[Any]:
     step: asyncio.Future[Any] | None = None
     try:
         while True:
-            # Shielded: cancelling our wait must not orphan the thread's result unseen.
+            # Shielded, so that after a cancel ``step`` still tells when next() returns.
             step = asyncio.ensure_future(asyncio.to_thread(next, iterator, finished))
             item = await asyncio.shield(step)
             if item is finished:
@@ -160,7 +160,7 @@ class EventSourceResponse(quart.Response):
     producer; ``content`` is closed when the client goes away. An error from
     ``content`` or ``data_sender_callable`` ends the stream and is raised. A HEAD
     request gets the headers only; ``content`` is never started.
-    Differences from sse-starlette are the numbered notes of this module.
+    Differences from sse-starlette are the numbered notes of ``app.sse``.
     """
 
     DEFAULT_PING_INTERVAL: ClassVar[int] = DEFAULT_PING_INTERVAL

@@ -21,7 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError
 
 from app.errors import EndReason, Rejected
-from app.sse import ServerSentEvent
+from app.sse.event import ServerSentEvent
 
 ALL_EVENTS_CHANNEL = "validation_updates"
 TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"

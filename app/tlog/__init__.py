@@ -1,0 +1,43 @@
+"""The verifiable log: RFC 9162 Merkle tree, C2SP signed checkpoints, audits.
+
+Pure code, no HTTP and no database, so that the server, the ``verify``
+command and the tests share one implementation:
+
+- :mod:`app.tlog.merkle`: leaf and node hashes, proof shapes, proof checks;
+- :mod:`app.tlog.tree`: the stored tree (nodes, frontier, proofs and roots
+  from O(log n) node reads through the store's :data:`ReadNodes`);
+"""
+
+from app.tlog.merkle import (
+    EMPTY_ROOT,
+    ProofError,
+    TreeRangeError,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from app.tlog.tree import (
+    Frontier,
+    MissingNodesError,
+    Node,
+    ReadNodes,
+    consistency_proof,
+    inclusion_proof,
+    root_hash,
+)
+
+__all__ = [
+    "EMPTY_ROOT",
+    "Frontier",
+    "MissingNodesError",
+    "Node",
+    "ProofError",
+    "ReadNodes",
+    "TreeRangeError",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "root_hash",
+    "verify_consistency",
+    "verify_inclusion",
+]

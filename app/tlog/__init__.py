@@ -6,8 +6,11 @@ command and the tests share one implementation:
 - :mod:`app.tlog.merkle`: leaf and node hashes, proof shapes, proof checks;
 - :mod:`app.tlog.tree`: the stored tree (nodes, frontier, proofs and roots
   from O(log n) node reads through the store's :data:`ReadNodes`);
+- :mod:`app.tlog.note`, :mod:`app.tlog.checkpoint`: keys, signed notes and
+  tlog-checkpoints in C2SP's encodings.
 """
 
+from app.tlog.checkpoint import Checkpoint, open_checkpoint
 from app.tlog.merkle import (
     EMPTY_ROOT,
     ProofError,
@@ -16,6 +19,7 @@ from app.tlog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from app.tlog.note import NoteError, SignerKey, VerifierKey, default_origin
 from app.tlog.tree import (
     Frontier,
     MissingNodesError,
@@ -28,15 +32,21 @@ from app.tlog.tree import (
 
 __all__ = [
     "EMPTY_ROOT",
+    "Checkpoint",
     "Frontier",
     "MissingNodesError",
     "Node",
+    "NoteError",
     "ProofError",
     "ReadNodes",
+    "SignerKey",
     "TreeRangeError",
+    "VerifierKey",
     "consistency_proof",
+    "default_origin",
     "inclusion_proof",
     "leaf_hash",
+    "open_checkpoint",
     "root_hash",
     "verify_consistency",
     "verify_inclusion",

@@ -18,7 +18,7 @@ so a store can use it as an append-only integer key.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from app.tlog.merkle import (
     EMPTY_ROOT,
@@ -29,7 +29,8 @@ from app.tlog.merkle import (
 )
 
 
-class Node(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Node:
     """A complete subtree: ``2**level`` leaves starting at leaf ``index * 2**level``."""
 
     level: int

@@ -46,7 +46,7 @@ class NodeStore:
         """Append entries one event at a time, as commits of one event would."""
         frontier = asyncio.run(Frontier.load(self.size, self.read))
         for entry in entries:
-            self.nodes.update(frontier.push(leaf_hash(entry)))
+            self.nodes.update(frontier.extend([leaf_hash(entry)]))
         self.size = frontier.size
 
 
@@ -95,7 +95,7 @@ def test_node_positions_number_nodes_in_append_order():
     """Appends create nodes at positions 0, 1, 2, ... with no gap or repeat."""
     frontier, positions = Frontier(), []
     for entry in entries(300):
-        positions += [node.position for node, _ in frontier.push(leaf_hash(entry))]
+        positions += [node.position for node, _ in frontier.extend([leaf_hash(entry)])]
     assert positions == list(range(len(positions)))
     assert len(positions) == 2 * 300 - (300).bit_count()
 

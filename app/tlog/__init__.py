@@ -7,7 +7,9 @@ command and the tests share one implementation:
 - :mod:`app.tlog.tree`: the stored tree (nodes, frontier, proofs and roots
   from O(log n) node reads through the store's :data:`ReadNodes`);
 - :mod:`app.tlog.note`, :mod:`app.tlog.checkpoint`: keys, signed notes and
-  tlog-checkpoints in C2SP's encodings.
+  tlog-checkpoints in C2SP's encodings;
+- :mod:`app.tlog.exports`, :mod:`app.tlog.audit`: reading exports back into
+  leaves, and verifying a complete export offline.
 """
 
 from app.tlog.checkpoint import Checkpoint, open_checkpoint

@@ -109,9 +109,9 @@ class Frontier:
     """The complete subtrees of the tree's right edge: enough to append leaves
     and to compute the root, in O(log n) memory.
 
-    The store loads it (:meth:`load`) inside its append transaction, pushes
-    each new event's leaf hash, and writes the nodes each push returns; an
-    offline verifier pushes a whole export through one without storing any."""
+    The store loads it (:meth:`load`) inside its append transaction, extends
+    it with the new events' leaf hashes and writes the nodes that returns; an
+    offline verifier pushes a whole export through one, storing nothing."""
 
     __slots__ = ("_hashes", "_levels", "size")
 
@@ -135,24 +135,29 @@ class Frontier:
         frontier._hashes = list(hashes)
         return frontier
 
-    def push(self, leaf: bytes) -> list[tuple[Node, bytes]]:
-        """Append one leaf hash; returns the nodes it completes (the leaf first)."""
-        index, levels, hashes = self.size, self._levels, self._hashes
-        created = [(Node(0, index), leaf)]
-        level, value = 0, leaf
+    def push(self, leaf: bytes) -> list[bytes]:
+        """Append one leaf hash; returns the hashes of the nodes it completes,
+        the ``k``-th being node ``(k, index >> k)`` for the leaf's ``index``."""
+        levels, hashes = self._levels, self._hashes
+        created, level, value = [leaf], 0, leaf
         while levels and levels[-1] == level:
             levels.pop()
             value = node_hash(hashes.pop(), value)
+            created.append(value)
             level += 1
-            created.append((Node(level, index >> level), value))
         levels.append(level)
         hashes.append(value)
-        self.size = index + 1
+        self.size += 1
         return created
 
     def extend(self, leaves: Iterable[bytes]) -> list[tuple[Node, bytes]]:
-        """Append several leaf hashes; returns every node they complete, in order."""
-        return [node for leaf in leaves for node in self.push(leaf)]
+        """Append leaf hashes; returns every node they complete, in append
+        (position) order: the rows a store writes."""
+        nodes: list[tuple[Node, bytes]] = []
+        for leaf in leaves:
+            index = self.size
+            nodes += ((Node(k, index >> k), h) for k, h in enumerate(self.push(leaf)))
+        return nodes
 
     def root(self) -> bytes:
         """The root of the tree so far."""

@@ -165,6 +165,25 @@ def test_a_non_compact_csv_data_column_is_named(exports, key, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (b"5,", b"05,", "line 6 (id 5) is not the server's encoding: id '05' has leading zeros"),
+        (b"5,", b"5,x,", "line 6 is not a row of id,type,workflow_id,ts,data"),
+        (b"5,", b"5,\xff", "line 6 is not one UTF-8 CSV row"),
+        (b"5,step.0,", b"5,Step.0,", "line 6 (id 5) is not the server's encoding: type"),
+    ],
+)
+def test_unreadable_csv_rows_are_named(exports, key, tmp_path, capsys, old, new, expected):
+    """A CSV row the server would not write is named by line (and id when readable)."""
+    rows = exports.csv.split(b"\r\n")
+    assert rows[5].startswith(old)
+    rows[5] = new + rows[5][len(old) :]
+    checkpoint = checkpoint_over(exports.lines, key)
+    status, out = verify(tmp_path, capsys, b"\r\n".join(rows), checkpoint, _vkey(key))
+    assert status == 1 and expected in out, out
+
+
+@pytest.mark.parametrize(
     ("edit", "expected"),
     [
         (lambda ls: ls[:6] + ls[7:], "ids missing: 7"),

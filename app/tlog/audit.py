@@ -87,7 +87,7 @@ def verify_records(records: Iterable[Record], checkpoint: Checkpoint) -> tuple[i
     problems = _id_problems(seen, size, repeated, out_of_order, beyond)
     problems += badly_encoded.problems()
     if not expected or frontier.size != size:
-        problems.append("root not compared: the export is not ids 1..N in order, N the size")
+        problems.append(f"root not compared: the lines are not ids 1..{size} in order")
     elif frontier.root() != checkpoint.root:
         problems.append(
             f"the {size} lines do not hash to the checkpoint's root: the export was altered "

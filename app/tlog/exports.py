@@ -18,8 +18,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -30,8 +29,7 @@ TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 NOT_ENCODED = "is not the server's encoding"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One line of an export: its leaf bytes, and why it is not the server's
     encoding (``problem``), if it is not.  ``id`` is None when unreadable."""
 

@@ -1,4 +1,4 @@
-"""``run.py`` subcommands: serve, demo, publish, tail, export, migrate, trim.
+"""``run.py`` subcommands: serve, demo, publish, tail, export, verify, migrate, trim.
 
 Flags override the ``LIVEFEED_*`` environment, and both go through the same
 validation (:func:`app.config.from_env`), so a mistake reads the same way
@@ -207,6 +207,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 only when the export verified against the signed checkpoint."""
+    from pathlib import Path
+
+    from app.tlog.audit import verify_files
+
+    report = verify_files(Path(args.file), Path(args.checkpoint), Path(args.key))
+    for problem in report.problems:
+        print(f"FAIL {problem}")
+    if report.problems or report.checkpoint is None:
+        print(f"not verified: {len(report.problems)} problems in {report.events} lines")
+        return 1
+    cp = report.checkpoint
+    print(f"verified: {report.events} events, ids 1..{cp.size}, signed by {cp.origin}")
+    return 0
+
+
 def _progress(lines: int, total: int, written: int) -> None:
     share = min(lines / total, 1.0) if total > 0 else 1.0
     bar = "#" * int(share * 30)
@@ -281,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since")
     export.add_argument("--until")
     export.set_defaults(func=cmd_export)
+    verify = sub.add_parser("verify", help="verify a complete export against a checkpoint")
+    verify.add_argument("file", help="an NDJSON or CSV export of ids 1..N")
+    verify.add_argument("--checkpoint", required=True, help="file: GET /api/log/checkpoint")
+    verify.add_argument("--key", required=True, help="file: the pinned GET /api/log/key")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -186,9 +186,7 @@ class Follower:
             hint = ended.conn.retry_hint_s if ended is not None else None
             await self._wait(self.ladder.later(down, hint), down.detail + " (server busy)")
             return
-        if verdict is Verdict.RETRY or (
-            ended is not None and down.silent and not self.ladder.silent_again(transport)
-        ):
+        if verdict is Verdict.RETRY:
             await self._wait(self.ladder.backoff(), down.detail)
             return
         reason = down.detail
@@ -196,7 +194,7 @@ class Follower:
             found = await probe(self.options, self._http, transport, down.detail)
             if found.refused is not None:
                 raise FeedRefused(found.refused[0], found.refused[1], found.text)
-            if not found.reachable or found.trouble:
+            if not found.reachable or found.trouble or not self.ladder.strike(transport):
                 await self._wait(self.ladder.backoff(), found.text)
                 return
             reason = found.text

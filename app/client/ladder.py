@@ -34,8 +34,10 @@ SERVER_TROUBLE = frozenset({408, 429})
 DEFAULT_RETRY_S = 3.0
 #: A connection that stayed live this long resets the backoff.
 STABLE_S = 10.0
-#: Silent drops of a live connection before the transport is suspected.
-SILENT_DROPS_BEFORE_PROBE = 2
+#: Failures without an HTTP answer, each with the server reachable just after,
+#: before the transport is taken as blocked.  One is not enough: a server that
+#: was frozen or restarting answers the probe made a moment later.
+STRIKES_BEFORE_FALL = 2
 
 
 class Verdict(enum.Enum):
@@ -84,7 +86,7 @@ class Ladder:
     rung: int = 0
     attempt: int = 0
     problems: dict[TransportName, str] = field(default_factory=dict)
-    silent_drops: dict[TransportName, int] = field(default_factory=dict)
+    strikes: dict[TransportName, int] = field(default_factory=dict)
 
     @property
     def transport(self) -> TransportName:
@@ -114,17 +116,18 @@ class Ladder:
             return spread(retry_hint_s or DEFAULT_RETRY_S)
         return self.backoff()
 
-    def silent_again(self, transport: TransportName) -> bool:
-        """Count a silent drop; true once it happened often enough to suspect the transport."""
-        drops = self.silent_drops.get(transport, 0) + 1
-        self.silent_drops[transport] = drops
-        return drops >= SILENT_DROPS_BEFORE_PROBE
+    def strike(self, transport: TransportName) -> bool:
+        """Count a failure of ``transport`` with the server reachable; true once
+        there were enough in a row to take the transport as blocked."""
+        strikes = self.strikes.get(transport, 0) + 1
+        self.strikes[transport] = strikes
+        return strikes >= STRIKES_BEFORE_FALL
 
     def live(self, transport: TransportName, lasted_s: float) -> None:
         """A connection on ``transport`` ended after being live for ``lasted_s``."""
         if lasted_s >= STABLE_S:
             self.attempt = 0
-            self.silent_drops.pop(transport, None)
+            self.strikes.pop(transport, None)
 
     def fall(self, reason: str) -> bool:
         """Leave the current rung for the next; false when there is none."""
@@ -139,4 +142,4 @@ class Ladder:
         self.rung = self.options.transports.index(transport)
         for name in self.options.transports[self.rung :]:
             self.problems.pop(name, None)
-        self.silent_drops.pop(transport, None)
+        self.strikes.pop(transport, None)

@@ -26,4 +26,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m ruff check .
+python3 -m mypy --strict --follow-imports=silent app/client  # the typed client library
 python3 -m pytest "$@"

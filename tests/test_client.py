@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import signal
 import subprocess
@@ -206,3 +207,23 @@ async def test_cli_tail_prints_each_event_once(server: ServerProcess):
         await tail.wait()
     assert [orjson.loads(line)["id"] for line in lines] == ids
     assert orjson.loads(lines[0]) == server.events()[0]
+
+
+async def test_the_readme_consumer_runs_as_written(server: ServerProcess, capsys):
+    """The README's three-line consumer prints each event (pointed at the test server)."""
+    section = (ROOT / "README.md").read_text().split("## The Python client", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("http://127.0.0.1:8080", server.url)
+    server.publish([{"type": "other"}, {"type": "t", "workflow_id": "wf_abc123", "data": {"n": 1}}])
+    program = compile(code, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    running = asyncio.ensure_future(eval(program, {}))
+    printed = ""
+    try:
+        async with asyncio.timeout(20):
+            while "2 t {'n': 1}" not in printed:
+                await asyncio.sleep(0.05)
+                printed += capsys.readouterr().out
+    finally:
+        running.cancel()
+        await asyncio.wait({running})
+    assert printed == "2 t {'n': 1}\n"

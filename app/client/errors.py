@@ -25,7 +25,7 @@ class FeedRefused(LivefeedError):
     reconnecting will not fix: credentials, a malformed channel or cursor."""
 
     def __init__(self, status: int | None, error: str | None, detail: str) -> None:
-        super().__init__(detail if status is None else f"HTTP {status} {error or ''}: {detail}")
+        super().__init__(detail)  # it names the transport, the status and the server's words
         self.status = status
         self.error = error
         self.detail = detail

@@ -11,9 +11,9 @@ async with follow("http://127.0.0.1:8080", ["wf_a", "wf_b"], last_event_id=saved
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Literal
 
+from app.client.closing import AsyncClosing
 from app.client.events import ALL_EVENTS_CHANNEL, Control, Event, ReplayTruncated, TransportName
 from app.client.follower import Follower, State
 from app.client.options import (
@@ -32,7 +32,7 @@ from app.client.options import (
 MAX_CURSOR = 2**63 - 1
 
 
-class Feed:
+class Feed(AsyncClosing):
     """An async iterator of :class:`Event`, resuming by itself after every drop.
 
     Close it (``async with``, or ``await feed.aclose()``) to end it at once;
@@ -87,17 +87,6 @@ class Feed:
         if self._events is not None:
             await self._events.aclose()
         await self._follower.close()
-
-    async def __aenter__(self) -> Feed:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def follow(

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal, overload
 
 import httpx
 import orjson
 
+from app.client.closing import AsyncClosing
 from app.client.errors import ErrorBody, PublishError, retry_after
 from app.client.events import EventDraft, Published, optional_int
 from app.client.options import TokenSource, bearer_headers, http_base
@@ -33,7 +33,7 @@ RETRY_MAX_S = 5.0
 Draft = EventDraft | Mapping[str, Any]
 
 
-class Publisher:
+class Publisher(AsyncClosing):
     """Publishes events to one server over a pool of keep-alive connections.
 
     ``async with Publisher(url, token=...) as publisher: await publisher.publish(...)``
@@ -119,17 +119,6 @@ class Publisher:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    async def __aenter__(self) -> Publisher:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _backoff(attempt: int, asked: float | None) -> float:

@@ -57,7 +57,7 @@ class _Live:
     """The connection in use and what it told us before it ended."""
 
     conn: Connection
-    batches: AsyncIterator[list[Message]]
+    batches: AsyncGenerator[list[Message], None]
     since: float
     server_error: str | None = None
     reconnect_after_s: float | None = None
@@ -65,6 +65,11 @@ class _Live:
 
 async def _pull(batches: AsyncIterator[list[Message]]) -> list[Message]:
     return await anext(batches)
+
+
+async def _close(live: _Live) -> None:
+    await live.batches.aclose()
+    await live.conn.aclose()
 
 
 class Follower:
@@ -106,7 +111,7 @@ class Follower:
                     item = await self._next(live)
                 except Down as down:
                     await self._drop_trial()
-                    await live.conn.aclose()
+                    await _close(live)
                     ended, live = live, None
                     await self._recover(down, ended)
                     continue
@@ -117,7 +122,7 @@ class Follower:
                             yield event
                 else:  # a better transport works again
                     old = live
-                    await old.conn.aclose()
+                    await _close(old)
                     self.ladder.adopt(item.transport)
                     live = _Live(item, item.batches(), time.monotonic())
                     log.info(
@@ -130,7 +135,7 @@ class Follower:
             self.state = "closed"
             await self._drop_trial()
             if live is not None:
-                await live.conn.aclose()
+                await _close(live)
             await self.close()
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ from one transport to another is only a new connection opened at the cursor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 import httpx
@@ -35,9 +35,11 @@ class Connection(Protocol):
         """The server's reconnection hint (SSE ``retry:``), if it sent one."""
         ...
 
-    def batches(self) -> AsyncIterator[list[Message]]: ...
+    def batches(self) -> AsyncGenerator[list[Message], None]: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release the connection (its ``batches()`` is closed first)."""
+        ...
 
 
 async def refused(transport: TransportName, response: httpx.Response) -> Down:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -44,13 +44,12 @@ class PollConnection:
         self._after = after
         self._first = first
         self.established = established
-        self._closed = False
 
-    async def batches(self) -> AsyncIterator[list[Message]]:
+    async def batches(self) -> AsyncGenerator[list[Message], None]:
         if self._first:
             yield self._first
         self._first = []
-        while not self._closed:
+        while True:
             started = time.monotonic()
             messages, self._after, more = await _page(
                 self._options, self._http, self._after, self._options.poll_wait_s
@@ -59,10 +58,9 @@ class PollConnection:
                 yield messages
             elif not more and time.monotonic() - started < MIN_EMPTY_POLL_S:
                 await asyncio.sleep(MIN_EMPTY_POLL_S)
-        raise Down("poll", "long-poll closed")
 
     async def aclose(self) -> None:
-        self._closed = True
+        """Nothing to release: each request is its own, on the feed's shared pool."""
 
 
 async def _page(

@@ -7,7 +7,7 @@ Every message's ``data:`` is the JSON of the envelope or control message; the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx
 import orjson
@@ -46,7 +46,7 @@ class SseConnection:
     def retry_hint_s(self) -> float | None:
         return None if self._retry_ms is None else self._retry_ms / 1000
 
-    async def batches(self) -> AsyncIterator[list[Message]]:
+    async def batches(self) -> AsyncGenerator[list[Message], None]:
         try:
             async for sse in self._events:
                 if sse.retry is not None:

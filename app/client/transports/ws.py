@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -32,7 +32,7 @@ class WsConnection:
         self._ws = ws
         self.established = established
 
-    async def batches(self) -> AsyncIterator[list[Message]]:
+    async def batches(self) -> AsyncGenerator[list[Message], None]:
         try:
             while True:
                 yield decode_messages(await self._ws.recv())

@@ -7,9 +7,11 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from app.client import Control, FeedRefused, follow
 from tests.client_support import publish_steadily, take, take_until
@@ -227,3 +229,42 @@ async def test_the_readme_consumer_runs_as_written(server: ServerProcess, capsys
         running.cancel()
         await asyncio.wait({running})
     assert printed == "2 t {'n': 1}\n"
+
+
+@pytest.mark.parametrize("name", ["stream_error", "error"])
+async def test_the_error_message_is_understood_under_both_names(name: str):
+    """stream_error (and its former name, error) with reconnect_after_ms sets the
+    reconnection delay; the feed resumes after the last id it handed over."""
+    requests: list[tuple[str, float]] = []
+
+    def hello(latest: int) -> str:
+        return orjson.dumps({"type": "connection_established", "latest_id": latest}).decode()
+
+    def envelope(ident: int) -> str:
+        return orjson.dumps({"id": ident, "type": "t", "workflow_id": None, "ts": "x"}).decode()
+
+    async def scripted(ws: ServerConnection) -> None:
+        """First connection: one event, then a restart notice; later ones: the next event."""
+        requests.append((ws.request.path, time.monotonic()))
+        if len(requests) == 1:
+            await ws.send(hello(1))
+            await ws.send(envelope(1))
+            notice = {"type": name, "error": "shutting_down", "reconnect_after_ms": 200}
+            await ws.send(orjson.dumps(notice).decode())
+            await ws.close(1012, "the server is restarting")
+        else:
+            await ws.send(hello(2))
+            await ws.send(f"[{envelope(1)},{envelope(2)}]")  # a repeat, then a new one
+            await ws.wait_closed()
+
+    controls: list[Control] = []
+    async with serve(scripted, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        async with follow(url, on_control=controls.append, transport="ws") as feed:
+            got = await take(feed, 2)
+    assert [event.id for event in got] == [1, 2]
+    assert name in [control.type for control in controls]
+    first, second = requests
+    assert "last_event_id=1" in second[0] and "batch=1" in second[0]
+    assert 0.1 <= second[1] - first[1] <= 1.0, "the server's reconnect_after_ms was not used"

@@ -12,7 +12,7 @@ a transport is blocked on the way (with the reason logged on the
 ``app.client`` logger); it resumes from the last id it handed over after
 every drop or restart, and never hands over an event twice.
 :class:`Publisher` publishes over HTTP with a connection pool.  The client
-uses no server code, only the public contract (docs/api.md).
+imports no server module, only speaks the public contract (docs/api.md).
 """
 
 from app.client.errors import FeedRefused, LivefeedError, PublishError

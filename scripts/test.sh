@@ -27,4 +27,5 @@ fi
 
 python3 -m ruff check .
 lint-imports --no-cache >/dev/null || lint-imports --no-cache  # the layers of app/ (pyproject.toml)
+python3 -m mypy  # strict, over app/ (pyproject.toml)
 python3 -m pytest "$@"

@@ -1,4 +1,4 @@
-"""``run.py`` subcommands: serve, demo, publish, tail, export, migrate, trim.
+"""``run.py`` subcommands: serve, demo, publish, tail, export, verify, migrate, trim.
 
 Flags override the ``LIVEFEED_*`` environment, and both go through the same
 validation (:func:`app.config.from_env`), so a mistake reads the same way
@@ -143,40 +143,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    """Follow a channel over SSE; after a drop, resume from the last id seen."""
-    from httpx_sse import connect_sse
+    """Follow channels with app.client: one JSON envelope per line on stdout, the
+    transport and every reconnection on stderr; resumes after drops and restarts."""
+    from app.client import Control, FeedRefused, follow
 
-    last_id = args.last_event_id
-    delay = 0.5
-    params = {"types": args.types} if args.types else {}
-    while True:
-        headers = _client_headers(args.token)
-        if last_id is not None:
-            headers["Last-Event-ID"] = str(last_id)
-        try:
-            with (
-                httpx.Client(base_url=args.url, timeout=httpx.Timeout(10, read=None)) as client,
-                connect_sse(
-                    client, "GET", f"/sse/{args.channel}", params=params, headers=headers
-                ) as source,
-            ):
-                if source.response.status_code != 200:
-                    raise SystemExit(
-                        f"{source.response.status_code}: {source.response.read().decode()}"
-                    )
-                delay = 0.5
-                for message in source.iter_sse():
-                    if message.id:
-                        last_id = int(message.id)
-                    if message.event != "heartbeat" or args.heartbeats:
-                        print(message.data, flush=True)
-        except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
-            print(
-                f"# connection lost ({exc.__class__.__name__}); resuming after {last_id}",
-                file=sys.stderr,
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 10)
+    def show_heartbeat(control: Control) -> None:
+        if control.type == "heartbeat":
+            print(orjson.dumps(control.fields).decode(), flush=True)
+
+    async def tail() -> None:
+        feed = follow(
+            args.url,
+            args.channels or ["validation_updates"],
+            last_event_id=args.last_event_id,
+            types=args.types,
+            tail=args.tail,
+            token=args.token,
+            transport=args.transport,
+            on_control=show_heartbeat if args.heartbeats else None,
+        )
+        async with feed:
+            async for event in feed:
+                print(event.to_json(), flush=True)
+
+    try:
+        asyncio.run(tail())
+    except FeedRefused as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -204,6 +199,23 @@ def cmd_export(args: argparse.Namespace) -> int:
             if out is not sys.stdout.buffer:
                 out.close()
     print(file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 only when the export verified against the signed checkpoint."""
+    from pathlib import Path
+
+    from app.tlog.audit import verify_files
+
+    report = verify_files(Path(args.file), Path(args.checkpoint), Path(args.key))
+    for problem in report.problems:
+        print(f"FAIL {problem}")
+    if report.problems or report.checkpoint is None:
+        print(f"not verified: {len(report.problems)} problems in {report.events} lines")
+        return 1
+    cp = report.checkpoint
+    print(f"verified: {report.events} events, ids 1..{cp.size}, signed by {cp.origin}")
     return 0
 
 
@@ -264,11 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--data", help="a JSON object")
     publish.add_argument("--count", type=int, default=1, help="publish it N times in one batch")
     publish.set_defaults(func=cmd_publish)
-    tail = sub.add_parser("tail", help="follow a channel, resuming after drops")
+    tail = sub.add_parser("tail", help="follow channels, resuming after drops and restarts")
     _client_flags(tail)
-    tail.add_argument("channel", nargs="?", default="validation_updates")
+    tail.add_argument(
+        "channels", nargs="*", help="channels to follow (default: validation_updates, every event)"
+    )
     tail.add_argument("--types", help="comma-separated event types")
     tail.add_argument("--last-event-id", type=int, help="start after this id")
+    tail.add_argument("--tail", type=int, default=0, help="with no id: start with the last N")
+    tail.add_argument(
+        "--transport",
+        choices=["auto", "ws", "sse", "poll"],
+        default="auto",
+        help="auto: WebSocket, falling back to SSE then long-poll (default)",
+    )
     tail.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
     tail.set_defaults(func=cmd_tail)
     export = sub.add_parser("export", help="export events as NDJSON or CSV")
@@ -281,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since")
     export.add_argument("--until")
     export.set_defaults(func=cmd_export)
+    verify = sub.add_parser("verify", help="verify a complete export against a checkpoint")
+    verify.add_argument("file", help="an NDJSON or CSV export of ids 1..N")
+    verify.add_argument("--checkpoint", required=True, help="file: GET /api/log/checkpoint")
+    verify.add_argument("--key", required=True, help="file: the pinned GET /api/log/key")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -290,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(["serve", "--demo-rate", QUICKSTART_DEMO_RATE])
     configure_logging("text")
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

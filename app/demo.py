@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 
 import orjson
 
+from app.errors import StoreUnavailable
 from app.events import Draft
-from app.store import Store, StoreUnavailable
+from app.store import Store
 
 log = logging.getLogger(__name__)
 

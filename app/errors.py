@@ -1,12 +1,17 @@
 """The one mapping from failures to what clients see.
 
-Every error of every endpoint is ``{"error": code, "detail": sentence}`` with
-the right status, including the ones the framework raises itself; WebSocket
-close codes live here too so that no transport invents its own.
+The domain raises plain exceptions that know nothing of HTTP
+(:class:`Rejected`, :class:`StoreUnavailable`, :class:`IdempotencyConflict`);
+:func:`as_api_error` turns each into the status, code and sentence a client
+reads, in this one place.  Every error of every endpoint is
+``{"error": code, "detail": sentence}``, including the ones the framework
+raises itself.  WebSocket close codes and the reasons a stream ends live here
+too, so that no transport invents its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 import orjson
@@ -39,6 +44,9 @@ JSON_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
 )
 
+#: Seconds a client is told to wait before retrying after a store failure.
+STORE_RETRY_AFTER = "1"
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes (RFC 6455 §7.4 and the IANA registry) that Livefeed uses."""
@@ -51,6 +59,28 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
+
+
+# Domain failures: raised below the HTTP layer, mapped by as_api_error().
+
+
+class Rejected(ValueError):
+    """Input that breaks a rule of the contract (bad JSON, a bad event, a batch too
+    big); ``too_large`` says the rule was a size limit."""
+
+    def __init__(self, code: str, detail: str, *, too_large: bool = False) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.too_large = too_large
+
+
+class StoreUnavailable(Exception):
+    """The database cannot serve the request now (locked, full, read-only, down)."""
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was used again with a different body."""
 
 
 class ApiError(Exception):
@@ -73,6 +103,19 @@ class ApiError(Exception):
         return error_body(self.code, self.detail)
 
 
+def as_api_error(exc: Exception) -> ApiError | None:
+    """What a client is told about ``exc``; ``None`` for an exception that is a bug."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, Rejected):
+        return ApiError(413 if exc.too_large else 400, exc.code, exc.detail)
+    if isinstance(exc, StoreUnavailable):
+        return ApiError(503, "unavailable", str(exc), {"Retry-After": STORE_RETRY_AFTER})
+    if isinstance(exc, IdempotencyConflict):
+        return ApiError(422, "idempotency_key_reused", f"{exc}; use a new key for a new body")
+    return None
+
+
 def error_body(code: str, detail: str) -> bytes:
     """The JSON bytes of an error answer."""
     return orjson.dumps({"error": code, "detail": detail})
@@ -80,3 +123,75 @@ def error_body(code: str, detail: str) -> bytes:
 
 def bad_request(code: str, detail: str) -> ApiError:
     return ApiError(400, code, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class EndReason:
+    """Why a stream ended: decided once per stream, then counted, logged and told.
+
+    ``name`` labels the disconnect metric (WebSocket streams use ``ws_label``
+    when set: their labels were named after close codes before the lifecycle
+    was shared, and dashboards depend on them).  ``error``, when set, is the
+    code of the error frame the client gets before the end; ``close`` and
+    ``reason`` are what a WebSocket closes with.
+    """
+
+    name: str
+    close: CloseCode
+    reason: str
+    error: str | None = None
+    detail: str = ""
+    ws_label: str | None = None
+
+    def label(self, transport: str) -> str:
+        return self.ws_label if transport == "websocket" and self.ws_label else self.name
+
+
+CLIENT_CLOSED = EndReason("client_closed", CloseCode.NORMAL, "the client closed the connection")
+SHUTDOWN = EndReason(
+    "shutdown", CloseCode.SERVICE_RESTART, "the server is restarting", ws_label="service_restart"
+)
+WRITE_TIMEOUT = EndReason(
+    "write_timeout",
+    CloseCode.TRY_AGAIN_LATER,
+    "write timeout: the client is not reading",
+    ws_label="try_again_later",
+)
+TOKEN_EXPIRED = EndReason(
+    "token_expired",
+    CloseCode.POLICY_VIOLATION,
+    "token_expired",
+    error="token_expired",
+    detail="the token this stream was opened with has expired; get a new token (or a new "
+    "ticket with it) and reconnect with your last event id",
+)
+INTERNAL_ERROR = EndReason(
+    "internal_error",
+    CloseCode.INTERNAL_ERROR,
+    "internal error; reconnect",
+    error="internal_error",
+    detail="the server failed while streaming; reconnect with your last event id",
+)
+
+
+def store_failed(exc: StoreUnavailable, *, opened: bool = True) -> EndReason:
+    """A stream whose store failed: told why, asked to come back.  (A WebSocket
+    whose store failed after it opened counts as the close code it gets.)"""
+    return EndReason(
+        "store_unavailable",
+        CloseCode.TRY_AGAIN_LATER,
+        "the store is unavailable",
+        error="unavailable",
+        detail=str(exc),
+        ws_label="try_again_later" if opened else None,
+    )
+
+
+def closed_by_policy(reason: str) -> EndReason:
+    """A WebSocket client that abused the connection (floods, garbage)."""
+    return EndReason("policy_violation", CloseCode.POLICY_VIOLATION, reason)
+
+
+BINARY_FRAME = EndReason(
+    "unsupported_data", CloseCode.UNSUPPORTED_DATA, "binary frames are not supported"
+)

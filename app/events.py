@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError
 
-from app.errors import ApiError, bad_request
-from app.sse import ServerSentEvent
+from app.errors import EndReason, Rejected
+from app.sse.event import ServerSentEvent
 
 ALL_EVENTS_CHANNEL = "validation_updates"
 TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
@@ -31,6 +32,8 @@ MAX_BATCH = 1000
 MAX_DATA_DEPTH = 64
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 SSE_SEPARATOR = "\n"
+#: The control message that tells a client why its stream or request failed.
+ERROR_CONTROL = "error"
 
 
 class EventIn(BaseModel):
@@ -81,7 +84,8 @@ class Event:
         return cls(id, type, workflow_id, ts, data, text.encode(), text, frame)
 
     def envelope(self) -> dict[str, Any]:
-        return orjson.loads(self.json)
+        envelope: dict[str, Any] = orjson.loads(self.json)
+        return envelope
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -103,6 +107,55 @@ class Control:
 
 
 Frame = Event | Control
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a reader wants.  ``None`` fields match everything."""
+
+    workflow_id: str | None = None
+    types: frozenset[str] | None = None
+    since: str | None = None  # inclusive, a utc_timestamp() string
+    until: str | None = None  # exclusive
+
+    def matches(self, event: Event) -> bool:
+        return (
+            (self.workflow_id is None or event.workflow_id == self.workflow_id)
+            and (self.types is None or event.type in self.types)
+            and (self.since is None or event.ts >= self.since)
+            and (self.until is None or event.ts < self.until)
+        )
+
+
+EVERYTHING = EventFilter()
+
+
+def error_frame(error: str, detail: str, **fields: Any) -> Control:
+    """The control message that says why something failed (on every transport)."""
+    return Control.build(ERROR_CONTROL, error=error, detail=detail, **fields)
+
+
+def end_notice(reason: EndReason) -> Control | None:
+    """The error frame that tells a client why its stream ends, if it is told."""
+    return None if reason.error is None else error_frame(reason.error, reason.detail)
+
+
+def jitter_ms(base_ms: int) -> int:
+    """Spread reconnects over [base, 2*base) so a restart does not cause a storm."""
+    return base_ms + random.randrange(max(base_ms, 1))
+
+
+def farewell(retry_ms: int) -> Control:
+    """The shutdown frame, each with its own jittered reconnect hint, so that
+    thousands of clients do not come back at the same moment."""
+    delay = jitter_ms(retry_ms)
+    return Control.build(
+        ERROR_CONTROL,
+        sse_retry=delay,
+        error="shutting_down",
+        detail="the server is restarting; reconnect with your last event id",
+        reconnect_after_ms=delay,
+    )
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -146,7 +199,7 @@ def parse_strict_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise bad_request("bad_json", f"the body is not valid UTF-8 (byte {exc.start})")
+        raise Rejected("bad_json", f"the body is not valid UTF-8 (byte {exc.start})")
     try:
         return json.loads(
             text,
@@ -156,11 +209,11 @@ def parse_strict_json(raw: bytes) -> Any:
             parse_int=_int64,
         )
     except json.JSONDecodeError as exc:
-        raise bad_request("bad_json", f"the body is not valid JSON: {exc.msg} at char {exc.pos}")
+        raise Rejected("bad_json", f"the body is not valid JSON: {exc.msg} at char {exc.pos}")
     except RecursionError:
-        raise bad_request("bad_json", f"the body is nested deeper than {MAX_DATA_DEPTH} levels")
+        raise Rejected("bad_json", f"the body is nested deeper than {MAX_DATA_DEPTH} levels")
     except ValueError as exc:
-        raise bad_request("bad_json", f"the body is not valid JSON: {exc}")
+        raise Rejected("bad_json", f"the body is not valid JSON: {exc}")
 
 
 def _depth(value: Any) -> int:
@@ -198,40 +251,42 @@ def drafts_from_body(raw: bytes, max_event_bytes: int) -> tuple[list[Draft], boo
     parsed = parse_strict_json(raw)
     batch = isinstance(parsed, list)
     if batch and not parsed:
-        raise bad_request("invalid_event", "an empty array publishes nothing; send 1..1000 events")
+        raise Rejected("invalid_event", "an empty array publishes nothing; send 1..1000 events")
     if batch and len(parsed) > MAX_BATCH:
-        raise ApiError(
-            413, "batch_too_large", f"a batch holds at most {MAX_BATCH} events, got {len(parsed)}"
+        raise Rejected(
+            "batch_too_large",
+            f"a batch holds at most {MAX_BATCH} events, got {len(parsed)}",
+            too_large=True,
         )
     if not isinstance(parsed, dict | list):
-        raise bad_request("invalid_event", "the body must be an event object or an array of them")
+        raise Rejected("invalid_event", "the body must be an event object or an array of them")
     try:
         items: Sequence[EventIn] = (
             _BATCH.validate_python(parsed) if batch else [EventIn.model_validate(parsed)]
         )
     except ValidationError as exc:
-        raise bad_request("invalid_event", _describe(exc))
+        raise Rejected("invalid_event", _describe(exc))
     return [_draft(item, index, batch, max_event_bytes) for index, item in enumerate(items)], batch
 
 
 def _draft(item: EventIn, index: int, batch: bool, max_event_bytes: int) -> Draft:
     where = f"events[{index}]." if batch else ""
     if item.workflow_id == ALL_EVENTS_CHANNEL:
-        raise bad_request(
+        raise Rejected(
             "invalid_event",
             f"{where}workflow_id: {ALL_EVENTS_CHANNEL!r} is reserved for the all-events channel",
         )
     data = item.data or {}
     if _depth(data) > MAX_DATA_DEPTH:
-        raise bad_request("invalid_event", f"{where}data is nested deeper than {MAX_DATA_DEPTH}")
+        raise Rejected("invalid_event", f"{where}data is nested deeper than {MAX_DATA_DEPTH}")
     try:
         encoded = orjson.dumps(data)
     except TypeError as exc:  # lone surrogates survive Python's parser, not UTF-8
-        raise bad_request("invalid_event", f"{where}data: {exc}")
+        raise Rejected("invalid_event", f"{where}data: {exc}")
     if len(encoded) > max_event_bytes:
-        raise ApiError(
-            413,
+        raise Rejected(
             "event_too_large",
             f"{where}data is {len(encoded)} bytes as compact JSON; the limit is {max_event_bytes}",
+            too_large=True,
         )
     return Draft(item.type, item.workflow_id, encoded.decode())

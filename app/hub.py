@@ -21,8 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.events import Control, Event, Frame, utc_timestamp
-from app.store import EVERYTHING, Bounds, EventFilter, Store, StoreUnavailable
+from app.errors import StoreUnavailable
+from app.events import EVERYTHING, Control, Event, EventFilter, Frame, utc_timestamp
+from app.store.base import Bounds, LogReader
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class Hub:
 
     def __init__(
         self,
-        store: Store,
+        store: LogReader,
         *,
         queue_size: int,
         heartbeat_s: float,

@@ -187,5 +187,6 @@ def install() -> bool:
             version,
             CHECKED_HYPERCORN,
         )
-    hypercorn.protocol.H11Protocol = LivefeedH11Protocol  # type: ignore[misc]
+    # Hypercorn looks the class up on this module each time a connection starts.
+    setattr(hypercorn.protocol, "H11Protocol", LivefeedH11Protocol)  # noqa: B010
     return True

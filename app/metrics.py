@@ -109,8 +109,11 @@ class Metrics:
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
         combined = CollectorRegistry()
-        multiprocess.MultiProcessCollector(combined)
+        multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
         return generate_latest(combined)
+
+    def published_total(self) -> int:
+        return int(self.published._value.get())
 
     def connection_counts(self) -> dict[str, int]:
         return {t: int(self.connections.labels(t)._value.get()) for t in TRANSPORTS}

@@ -1,7 +1,9 @@
-"""What one app owns while it serves: settings, store, hub, metrics, tasks.
+"""What one app owns while it serves: settings, store, hub, metrics, admission, tasks.
 
 Created when serving starts and closed when it stops, so that nothing lives
-in module globals and every test gets a fresh one.
+in module globals and every test gets a fresh one.  Endpoints get from it
+what they need through a few verbs (:meth:`Runtime.admitted`, the hub, the
+access checks) rather than reaching through it into the parts.
 """
 
 from __future__ import annotations
@@ -12,20 +14,55 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from app.config import Retention, Settings
-from app.events import Control
+from app.errors import EndReason, StoreUnavailable
+from app.events import Control, farewell
 from app.hub import Hub
-from app.limits import Admission
-from app.metrics import Metrics
-from app.store import Store, StoreUnavailable, open_store
-from app.transports.asgi import jitter_ms
-from app.transports.write_timeout import WriteWatch
+from app.metrics import DeliveryMeter, Metrics
+from app.security.access import Access
+from app.security.admission import Admission
+from app.store import Store, open_store
+from app.write_timeout import WriteWatch
 
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_S = 60.0
+#: Where the serving app keeps its runtime (``app.extensions[RUNTIME_KEY]``).
+RUNTIME_KEY = "livefeed"
+
+
+class Admitted:
+    """One stream's slot, taken by :meth:`Runtime.admit` (caps and connect rate) and
+    freed when its ``async with`` exits, with the open-connections gauge and, once
+    :attr:`ended` is set, why it ended counted."""
+
+    __slots__ = ("_client", "_runtime", "_transport", "ended")
+
+    def __init__(self, runtime: Runtime, client: str, transport: str) -> None:
+        self._runtime, self._client, self._transport = runtime, client, transport
+        self.ended: EndReason | None = None
+
+    async def acquire(self) -> None:
+        await self._runtime.admission.acquire(self._client)
+        self._runtime.metrics.connections.labels(self._transport).inc()
+
+    async def __aenter__(self) -> Admitted:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        metrics = self._runtime.metrics
+        metrics.connections.labels(self._transport).dec()
+        self._runtime.admission.release(self._client)
+        if self.ended is not None:
+            label = self.ended.label(self._transport)
+            metrics.disconnects.labels(self._transport, label).inc()
 
 
 @dataclass
@@ -35,6 +72,7 @@ class Runtime:
     hub: Hub
     metrics: Metrics
     admission: Admission
+    access: Access
     writes: WriteWatch
     started_at: float = field(default_factory=time.time)
     node: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
@@ -52,8 +90,10 @@ class Runtime:
             on_fell_behind=metrics.fell_behind.inc,
         )
         await hub.start()
+        admission = Admission(settings)
+        access = Access(settings, admission, store)
         writes = WriteWatch(settings.write_timeout_s)
-        runtime = cls(settings, store, hub, metrics, Admission(settings), writes)
+        runtime = cls(settings, store, hub, metrics, admission, access, writes)
         runtime.tasks.append(asyncio.create_task(runtime._maintain_forever(settings.retention)))
         runtime.tasks.append(asyncio.create_task(metrics.flush_forever()))
         runtime.tasks.append(asyncio.create_task(writes.sweep_forever()))
@@ -67,28 +107,22 @@ class Runtime:
             )
         return runtime
 
-    async def run_admitted(self, client: str, transport: str, stream: Awaitable[str]) -> None:
-        """Run a stream that took a slot with ``admission.acquire``: free the slot
-        however it ends, and count why it ended."""
-        try:
-            reason = await stream
-        finally:
-            self.admission.release(client)
-        self.metrics.disconnects.labels(transport, reason).inc()
+    async def admit(self, client: str, transport: str) -> Admitted:
+        """Take a stream slot for ``client`` (or raise why not); ``async with`` it to
+        free it however the stream ends."""
+        slot = Admitted(self, client, transport)
+        await slot.acquire()
+        return slot
+
+    def meter(self, transport: str) -> DeliveryMeter:
+        return self.metrics.meter(transport)
 
     def begin_shutdown(self) -> None:
         """Ask every stream to say goodbye with a jittered reconnect hint."""
         self.hub.begin_shutdown(self.farewell)
 
     def farewell(self) -> Control:
-        delay = jitter_ms(self.settings.retry_ms)
-        return Control.build(
-            "error",
-            sse_retry=delay,
-            error="shutting_down",
-            detail="the server is restarting; reconnect with your last event id",
-            reconnect_after_ms=delay,
-        )
+        return farewell(self.settings.retry_ms)
 
     async def stop(self) -> None:
         for task in self.tasks:

@@ -17,11 +17,10 @@ import socket
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from app import create_app
+from app.application import create_app
 from app.config import Settings
 from app.hypercorn_fixes import install as install_hypercorn_fixes
-from app.runtime import Runtime
-from app.transports.router import RUNTIME_KEY
+from app.runtime import RUNTIME_KEY, Runtime
 
 log = logging.getLogger(__name__)
 

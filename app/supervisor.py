@@ -59,7 +59,7 @@ class Supervisor:
                 if code is None:
                     continue
                 del self._workers[slot]
-                multiprocess.mark_process_dead(process.pid, self._metrics_dir)
+                multiprocess.mark_process_dead(process.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
                 if not self._stopping:
                     log.warning("worker %d exited with %s; restarting it", slot, code)
                     time.sleep(RESTART_DELAY_S)

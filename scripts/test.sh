@@ -29,6 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m ruff check .
+lint-imports --no-cache >/dev/null || lint-imports --no-cache  # the layers of app/ (pyproject.toml)
+python3 -m mypy  # strict, over app/ (pyproject.toml)
 if command -v node >/dev/null || [ "${CI:-}" = true ]; then
     node --test tests/js/
 else

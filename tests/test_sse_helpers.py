@@ -3,38 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
+import math
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from quart import Quart, request, stream_with_context
 
 from app.sse import (
     DEFAULT_SEPARATOR,
     EventSourceResponse,
     JSONServerSentEvent,
+    SendTimeoutError,
     ServerSentEvent,
     ensure_bytes,
 )
-
-try:
-    from tests.sse_parser import SSEMessage, SSEParser, iter_sse, parse_all
-except ImportError:  # tests/ imported as a rootdir-less folder
-    from sse_parser import SSEMessage, SSEParser, iter_sse, parse_all  # type: ignore[no-redef]
-
+from tests.sse_parser import SSEMessage, SSEParser, iter_sse, parse_all
+from tests.sse_servers import SERVERS, asgi_app, http_scope, never_disconnects, served
 
 # --- encoding rules -------------------------------------------------------------------
 
 
 def test_default_separator_is_crlf():
     """Events use CRLF line ends unless told otherwise, like sse-starlette."""
-    assert DEFAULT_SEPARATOR == "\r\n"
+    assert DEFAULT_SEPARATOR == ServerSentEvent.DEFAULT_SEPARATOR == "\r\n"
+    assert EventSourceResponse.DEFAULT_SEPARATOR == "\r\n"
     assert ServerSentEvent("x").encode() == b"data: x\r\n\r\n"
 
 
@@ -79,7 +73,7 @@ def test_retry_accepts_only_non_negative_int():
     """retry must be an int >= 0: TypeError for other types, ValueError for negatives."""
     assert ServerSentEvent(retry=0).encode() == b"retry: 0\r\n\r\n"
     for bad in ("3000", 1.5, True):
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match=r"^retry argument must be int$"):
             ServerSentEvent(retry=bad)
     with pytest.raises(ValueError):
         ServerSentEvent(retry=-1)
@@ -161,10 +155,13 @@ def test_json_event_is_compact_single_line():
     assert JSONServerSentEvent(None, event="x").encode() == b"event: x\r\n\r\n"
 
 
-def test_json_event_rejects_unserialisable_data():
-    """Data orjson cannot encode raises TypeError at construction."""
+def test_json_event_rejects_what_json_cannot_encode():
+    """Objects JSON has no form for raise TypeError, NaN and Infinity ValueError, at once."""
     with pytest.raises(TypeError):
         JSONServerSentEvent({"when": object()})
+    for number in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError):
+            JSONServerSentEvent({"x": [number]})
 
 
 def test_ensure_bytes_handles_every_item_kind():
@@ -266,64 +263,6 @@ def test_parser_collects_comments_and_discards_unterminated_event():
 # --- EventSourceResponse -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def _served(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app with Hypercorn on a free local port; yield its base URL."""
-    port = _free_port()
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.graceful_timeout = 1
-    shutdown = asyncio.Event()
-    server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))
-    try:
-        async with asyncio.timeout(5):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.close()
-                await writer.wait_closed()
-                break
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        shutdown.set()
-        await asyncio.wait_for(server, 5)
-
-
-def _quart_app(make_response) -> Quart:
-    app = Quart(__name__)
-
-    @app.get("/sse")
-    async def sse():
-        return make_response()
-
-    return app
-
-
-def _asgi_app(make_response):
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        await make_response()(scope, receive, send)
-
-    return app
-
-
-SERVERS = [pytest.param(_quart_app, id="quart"), pytest.param(_asgi_app, id="asgi")]
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("build", SERVERS)
 async def test_response_streams_all_item_kinds_with_sse_headers(build):
@@ -336,9 +275,9 @@ async def test_response_streams_all_item_kinds_with_sse_headers(build):
         yield b"event: raw\r\ndata: bytes\r\n\r\n"
         yield JSONServerSentEvent({"a": [1, 2]}, id="2")
 
-    app = build(lambda: EventSourceResponse(content(), ping=None))
+    app = build(lambda: EventSourceResponse(content(), ping=0))
     async with (
-        _served(app) as base,
+        served(app) as base,
         httpx.AsyncClient(timeout=5) as client,
         client.stream("GET", f"{base}/sse") as response,
     ):
@@ -372,7 +311,7 @@ async def test_response_pings_when_idle_and_closes_content_on_disconnect(build):
 
     app = build(lambda: EventSourceResponse(content(), ping=0.2))
     parser = SSEParser()
-    async with _served(app) as base, httpx.AsyncClient(timeout=5) as client:
+    async with served(app) as base, httpx.AsyncClient(timeout=5) as client:
         async with client.stream("GET", f"{base}/sse") as response:
             async with asyncio.timeout(3):
                 async for chunk in response.aiter_raw():
@@ -403,7 +342,7 @@ async def test_response_custom_ping_message_and_separator(build):
 
     received = b""
     async with (
-        _served(build(make)) as base,
+        served(build(make)) as base,
         httpx.AsyncClient(timeout=5) as client,
         client.stream("GET", f"{base}/sse") as response,
     ):
@@ -432,7 +371,7 @@ async def test_quart_view_content_can_use_request_context():
         return EventSourceResponse(content())
 
     async with (
-        _served(app) as base,
+        served(app) as base,
         httpx.AsyncClient(timeout=5) as client,
         client.stream("GET", f"{base}/sse?name=ada") as response,
     ):
@@ -441,8 +380,8 @@ async def test_quart_view_content_can_use_request_context():
 
 
 @pytest.mark.asyncio
-async def test_ping_none_sends_no_pings():
-    """ping=None switches keep-alive comments off."""
+async def test_ping_zero_sends_no_pings_and_none_means_the_default():
+    """ping=0 switches keep-alive comments off; ping=None is sse-starlette's 15 s default."""
     chunks: list[bytes] = []
 
     async def content():
@@ -452,35 +391,17 @@ async def test_ping_none_sends_no_pings():
     async def send(message):
         chunks.append(message.get("body", b""))
 
-    async def receive():
-        await asyncio.Event().wait()
-
-    await EventSourceResponse(content(), ping=None)(_scope(), receive, send)
+    await EventSourceResponse(content(), ping=0)(http_scope(), never_disconnects, send)
     assert b"".join(chunks) == b"data: late\r\n\r\n"
-
-
-def _scope() -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/sse",
-        "raw_path": b"/sse",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "extensions": {},
-    }
+    assert EventSourceResponse([], ping=None).ping_interval == 15
+    assert EventSourceResponse([]).ping_interval == EventSourceResponse.DEFAULT_PING_INTERVAL
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("build", SERVERS)
 async def test_send_timeout_ends_stream_when_a_write_blocks(build):
-    """A write stuck longer than send_timeout ends the stream and closes the content."""
+    """A write stuck longer than send_timeout ends the stream (SendTimeoutError at the ASGI
+    level) and closes the content."""
     closed = asyncio.Event()
     sent: list[dict[str, Any]] = []
 
@@ -503,8 +424,12 @@ async def test_send_timeout_ends_stream_when_a_write_blocks(build):
             return requests.pop()
         await asyncio.Event().wait()
 
-    app = build(lambda: EventSourceResponse(content(), ping=None, send_timeout=0.1))
-    await asyncio.wait_for(app(_scope(), receive, send), 3)
+    app = build(lambda: EventSourceResponse(content(), ping=0, send_timeout=0.1))
+    if build is asgi_app:
+        with pytest.raises(SendTimeoutError):
+            await asyncio.wait_for(app(http_scope(), receive, send), 3)
+    else:  # Quart owns send: its task is cancelled and the view has long returned
+        await asyncio.wait_for(app(http_scope(), receive, send), 3)
     assert closed.is_set()
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert [m["type"] for m in sent[1:]] == ["http.response.body"]
@@ -531,10 +456,9 @@ async def test_asgi_call_propagates_cancellation_and_closes_content():
         if len(sent) == 2:
             first_event_sent.set()
 
-    async def receive():
-        await asyncio.Event().wait()
-
-    call = asyncio.create_task(EventSourceResponse(content())(_scope(), receive, send))
+    call = asyncio.create_task(
+        EventSourceResponse(content())(http_scope(), never_disconnects, send)
+    )
     await asyncio.wait_for(first_event_sent.wait(), 3)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -554,11 +478,8 @@ async def test_asgi_call_reraises_content_error():
     async def send(message):
         return None
 
-    async def receive():
-        await asyncio.Event().wait()
-
     with pytest.raises(RuntimeError, match="boom"):
-        await EventSourceResponse(content())(_scope(), receive, send)
+        await EventSourceResponse(content())(http_scope(), never_disconnects, send)
 
 
 @pytest.mark.asyncio
@@ -576,13 +497,17 @@ async def test_response_object_settings():
     assert "Connection" not in response.headers
     assert response.headers["X-Accel-Buffering"] == "no"
     for kwargs, error in [
-        ({"ping": 0}, ValueError),
+        ({"ping": -1}, ValueError),
+        ({"ping": math.nan}, ValueError),
         ({"ping": "15"}, TypeError),
         ({"send_timeout": -1}, ValueError),
+        ({"send_timeout": 0}, ValueError),
         ({"sep": "\t"}, ValueError),
         ({"ping_message_factory": "ping"}, TypeError),
+        ({"data_sender_callable": "go"}, TypeError),
+        ({"background": None}, TypeError),  # Starlette's: refused, not ignored
     ]:
         with pytest.raises(error):
             EventSourceResponse(content(), **kwargs)
     with pytest.raises(TypeError):
-        EventSourceResponse(["not", "async"])
+        EventSourceResponse(5)  # not iterable: refused now, not half-way through a stream

@@ -20,8 +20,9 @@ import pytest
 import pytest_asyncio
 
 from app.config import Retention, Settings
-from app.events import Draft, Event
-from app.store import EventFilter, IdempotencyConflict, Store, StoreUnavailable, open_store
+from app.errors import IdempotencyConflict, StoreUnavailable
+from app.events import Draft, Event, EventFilter
+from app.store import Store, open_store
 from app.store.base import IDEMPOTENCY_WINDOW_S, Bounds, Page
 from app.store.migrate import load_migrations
 from app.store.postgres import PostgresStore, apply_postgres_migrations

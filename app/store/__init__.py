@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.store.base import (
-    EVERYTHING,
     Appended,
     Bounds,
-    EventFilter,
-    IdempotencyConflict,
+    LogReader,
+    LogWriter,
+    Maintenance,
     Page,
     RedeemedTicket,
     Store,
-    StoreUnavailable,
+    TicketStore,
 )
 
 __all__ = [
-    "EVERYTHING",
     "Appended",
     "Bounds",
-    "EventFilter",
-    "IdempotencyConflict",
+    "LogReader",
+    "LogWriter",
+    "Maintenance",
     "Page",
     "RedeemedTicket",
     "Store",
-    "StoreUnavailable",
+    "TicketStore",
     "open_store",
 ]
 

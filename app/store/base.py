@@ -13,18 +13,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.config import Retention
-from app.events import Draft, Event
-
-
-class StoreUnavailable(Exception):
-    """The database cannot serve the request now (locked, full, read-only, down)."""
-
-
-class IdempotencyConflict(Exception):
-    """An Idempotency-Key was used again with a different body."""
-
+from app.events import EVERYTHING, Draft, Event, EventFilter
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600
+#: The events table's columns, in Event.build's argument order.
+COLUMNS = "id, type, workflow_id, ts, data"
+#: Rows deleted per statement when trimming, so publishers never wait long for a lock.
+TRIM_CHUNK = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,27 +40,6 @@ class RedeemedTicket:
 
 
 @dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events a reader wants.  ``None`` fields match everything."""
-
-    workflow_id: str | None = None
-    types: frozenset[str] | None = None
-    since: str | None = None  # inclusive, a utc_timestamp() string
-    until: str | None = None  # exclusive
-
-    def matches(self, event: Event) -> bool:
-        return (
-            (self.workflow_id is None or event.workflow_id == self.workflow_id)
-            and (self.types is None or event.type in self.types)
-            and (self.since is None or event.ts >= self.since)
-            and (self.until is None or event.ts < self.until)
-        )
-
-
-EVERYTHING = EventFilter()
-
-
-@dataclass(frozen=True, slots=True)
 class Page:
     """Matching events after a cursor, and how far the scan looked.
 
@@ -76,6 +50,14 @@ class Page:
     events: list[Event]
     scanned_to: int
 
+    @classmethod
+    def read(cls, events: list[Event], limit: int, after: int, head: int) -> Page:
+        """A page of a read after ``after`` that saw the head at ``head``: a full page
+        scanned only to its last event; a short one scanned every committed row."""
+        if events and len(events) == limit:
+            return cls(events, events[-1].id)
+        return cls(events, max(head, after))
+
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
@@ -85,12 +67,37 @@ class Bounds:
     latest_id: int
 
 
-class Store(Protocol):
-    """What the hub, the API and the CLI need from a database."""
+def count_cutoff(head: int, retention: Retention) -> int:
+    """The newest id a count limit lets go: ids run without gaps up to the head and
+    trimming removes the oldest, so the newest ``max_events`` are ``head - n + 1..head``."""
+    if retention.max_events is None:
+        return 0
+    return max(0, head - retention.max_events)
 
-    async def open(self) -> None: ...
 
-    async def close(self) -> None: ...
+class LogReader(Protocol):
+    """What the hub needs: read after a cursor, and know when the log advanced."""
+
+    async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
+        """Up to ``limit`` matching events with ``id > after``, in id order."""
+
+    async def read_tail(self, count: int, filter: EventFilter = EVERYTHING) -> Page:
+        """The last ``count`` matching events, in id order; ``scanned_to`` is the head."""
+
+    async def bounds(self) -> Bounds:
+        """Read from the database itself, never a cached view."""
+
+    async def wait_for_head(self, beyond: int) -> int:
+        """Return the head once it is past ``beyond`` (appends from any process)."""
+
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call ``listener`` with the events each commit of *this* process wrote, in id
+        order, before their publishers hear back: the hub delivers them without
+        reading them back from the database."""
+
+
+class LogWriter(Protocol):
+    """What publishing needs."""
 
     async def append(self, drafts: Sequence[Draft]) -> list[Event]:
         """Append in one transaction; returns once durably committed."""
@@ -98,6 +105,10 @@ class Store(Protocol):
     async def append_once(self, key: str, fingerprint: str, drafts: Sequence[Draft]) -> Appended:
         """Append unless ``key`` was used in the last 24 h: then return the first receipt
         (``replayed``), or raise :class:`IdempotencyConflict` if the body differed."""
+
+
+class TicketStore(Protocol):
+    """One-use stream tickets, shared by every process that serves the log."""
 
     async def issue_ticket(
         self,
@@ -112,32 +123,27 @@ class Store(Protocol):
     async def redeem_ticket(self, digest: str, channel: str, now: float) -> RedeemedTicket | None:
         """Use a ticket once: ``None`` unless it existed for ``channel`` and had not expired."""
 
-    async def purge_expired(self, now: float) -> int:
-        """Forget idempotency keys older than 24 h and expired tickets."""
 
-    async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
-        """Up to ``limit`` matching events with ``id > after``, in id order."""
-
-    async def read_tail(self, count: int, filter: EventFilter = EVERYTHING) -> Page:
-        """The last ``count`` matching events, in id order; ``scanned_to`` is the head."""
-
-    async def get(self, event_id: int) -> Event | None: ...
-
-    async def bounds(self) -> Bounds:
-        """Read from the database itself, never a cached view."""
-
-    async def count(self) -> int: ...
+class Maintenance(Protocol):
+    """Housekeeping that runs in the background and from the command line."""
 
     async def trim(self, retention: Retention) -> int:
         """Delete what the retention policy no longer keeps; returns how many."""
 
-    async def wait_for_head(self, beyond: int) -> int:
-        """Return the head once it is past ``beyond`` (appends from any process)."""
+    async def purge_expired(self, now: float) -> int:
+        """Forget idempotency keys older than 24 h and expired tickets."""
 
-    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
-        """Call ``listener`` with the events each commit of *this* process wrote, in id
-        order, before their publishers hear back: the hub delivers them without
-        reading them back from the database."""
+    async def count(self) -> int: ...
+
+
+class Store(LogReader, LogWriter, TicketStore, Maintenance, Protocol):
+    """A whole engine: each part above, plus its lifetime and health."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def get(self, event_id: int) -> Event | None: ...
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""

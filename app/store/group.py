@@ -1,8 +1,11 @@
-"""Group commit, shared by every engine.
+"""Group commit and its planning, shared by every engine.
 
 Publishes that arrive while a transaction is being written wait, and are
 then committed together in the next one: N concurrent publishers cost one
-durable commit instead of N.  The engine supplies only ``commit(requests)``.
+durable commit instead of N.  The engine supplies only ``commit(requests)``,
+and inside it :func:`plan_group` decides, the same way on every engine,
+which requests write (and which ids they get) and which replay an earlier
+answer under their idempotency key.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
+from app.errors import IdempotencyConflict, StoreUnavailable
 from app.events import Draft, Event
-from app.store.base import Appended, StoreUnavailable
+from app.store.base import Appended
 
 MAX_GROUP_EVENTS = 5000
 FAILURE_MEMORY_S = 30.0
@@ -37,6 +43,57 @@ class AppendRequest:
 Commit = Callable[[list[AppendRequest]], Awaitable[list[Appended | Exception]]]
 #: Told the events a commit wrote, in id order, before any publisher hears back.
 Committed = Callable[[list[Event]], None]
+
+
+#: A key remembered within its window: (fingerprint of the body, receipt as JSON).
+EarlierKeys = dict[str, tuple[str, str]]
+#: A key to remember: (key, fingerprint, receipt as JSON, created_at).
+KeyRow = tuple[str, str, str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPlan:
+    """What one group commit writes, and what each request is answered."""
+
+    outcomes: list[Appended | Exception]  # one per request, in order
+    events: list[Event]  # to insert, in id order
+    keys: list[KeyRow]  # to remember
+
+
+def plan_group(
+    requests: Sequence[AppendRequest], last_id: int, ts: str, earlier: EarlierKeys, now: float
+) -> GroupPlan:
+    """Number the group's new events after ``last_id``, all stamped ``ts``.  A request
+    whose key was used within its window (``earlier``, read under the write lock, or
+    earlier in this same group) writes nothing: it gets the first receipt, or
+    :class:`IdempotencyConflict` if its body differed."""
+    known = dict(earlier)
+    outcomes: list[Appended | Exception] = []
+    written: list[Event] = []
+    keys: list[KeyRow] = []
+    for request in requests:
+        if request.key and request.key in known:
+            fingerprint, receipt = known[request.key]
+            if fingerprint != request.fingerprint:
+                message = f"Idempotency-Key {request.key!r} was used with another body"
+                outcomes.append(IdempotencyConflict(message))
+            else:
+                pairs = [(pair[0], pair[1]) for pair in orjson.loads(receipt)]
+                outcomes.append(Appended([], pairs, replayed=True))
+            continue
+        events = [
+            Event.build(last_id + n, d.type, d.workflow_id, ts, d.data)
+            for n, d in enumerate(request.drafts, start=1)
+        ]
+        last_id += len(events)
+        pairs = [(event.id, event.ts) for event in events]
+        if request.key:
+            encoded = orjson.dumps(pairs).decode()
+            known[request.key] = (request.fingerprint or "", encoded)
+            keys.append((request.key, request.fingerprint or "", encoded, now))
+        outcomes.append(Appended(events, pairs))
+        written.extend(events)
+    return GroupPlan(outcomes, written, keys)
 
 
 class GroupCommitter:

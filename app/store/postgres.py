@@ -30,36 +30,52 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import orjson
 
 from app.config import Retention
-from app.events import Draft, Event, utc_timestamp
+from app.errors import StoreUnavailable
+from app.events import EVERYTHING, Draft, Event, EventFilter, utc_timestamp
 from app.store.base import (
-    EVERYTHING,
+    COLUMNS,
     IDEMPOTENCY_WINDOW_S,
+    TRIM_CHUNK,
     Appended,
     Bounds,
-    EventFilter,
     HeadWatch,
-    IdempotencyConflict,
     Page,
     RedeemedTicket,
-    StoreUnavailable,
+    count_cutoff,
 )
-from app.store.group import AppendRequest, GroupCommitter
+from app.store.group import AppendRequest, GroupCommitter, plan_group
 from app.store.migrate import VERSION_TABLE, load_migrations, pending
+from app.store.postgres_sql import (
+    AGED_OUT_SQL,
+    APPEND_SQL,
+    CHANNEL,
+    EARLIER_KEYS_SQL,
+    ISSUE_TICKET_SQL,
+    LOCK_HEAD_SQL,
+    PURGE_SQL,
+    REDEEM_TICKET_SQL,
+    TRIM_SQL,
+    WRITE_SQL,
+    page_query,
+    page_rows,
+)
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    PooledConnection = PoolConnectionProxy[asyncpg.Record]
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "livefeed_log"
 # pg_advisory_xact_lock key held while migrating: the bytes "livefeed".
 MIGRATION_LOCK_KEY = int.from_bytes(b"livefeed", "big")
 APPLICATION_NAME = "livefeed"
-TRIM_CHUNK = 10_000
 CONNECT_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 2.0
@@ -67,64 +83,6 @@ SAFETY_POLL_S = 1.0
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
 CLOSE_TIMEOUT_S = 5.0
-COLUMNS = "id, type, workflow_id, ts, data"
-
-# utc_timestamp() computed by the database: one clock for every node.
-TS_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
-DB_NOW = f"to_char(clock_timestamp() AT TIME ZONE 'UTC', {TS_FORMAT})"
-DB_AGO = f"to_char((clock_timestamp() - make_interval(secs => $1)) AT TIME ZONE 'UTC', {TS_FORMAT})"
-
-# The head row lock serialises appenders on every node until commit; the
-# database's clock, read here, is one clock for all of them.
-LOCK_HEAD_SQL = f"SELECT last_id, last_ts, {DB_NOW} FROM log_head FOR UPDATE"
-
-EARLIER_KEYS_SQL = (
-    "SELECT key, fingerprint, receipt FROM idempotency_keys"
-    " WHERE key = ANY($1::text[]) AND created_at >= $2"
-)
-
-# One statement writes the whole group: events ($1-$5), idempotency keys
-# ($6-$9), the new head ($10), and the NOTIFY that is delivered on commit.
-WRITE_SQL = f"""
-WITH written AS (
-    INSERT INTO events ({COLUMNS})
-    SELECT batch.id, batch.type, batch.workflow_id, $5, batch.data
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
-         AS batch (id, type, workflow_id, data)
-), remembered AS (
-    INSERT INTO idempotency_keys (key, fingerprint, receipt, created_at)
-    SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::float8[])
-    ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
-        receipt = EXCLUDED.receipt, created_at = EXCLUDED.created_at
-)
-UPDATE log_head SET last_id = $10, last_ts = $5 RETURNING pg_notify('{CHANNEL}', last_id::text)
-"""
-
-# A group without idempotency keys is one statement in its own transaction: it
-# waits for the head lock, writes the events, moves the head and queues the NOTIFY;
-# the lock is held for that statement and its commit, not across round trips.
-# ($1-$3 the events' columns, $4 how many.)  Reading last_id under FOR UPDATE
-# in READ COMMITTED sees the head as the previous appender committed it.
-APPEND_SQL = f"""
-WITH head AS (
-    SELECT last_id, greatest(last_ts, {DB_NOW}) AS ts FROM log_head FOR UPDATE
-), written AS (
-    INSERT INTO events ({COLUMNS})
-    SELECT head.last_id + batch.n, batch.type, batch.workflow_id, head.ts, batch.data
-    FROM head, unnest($1::text[], $2::text[], $3::text[])
-         WITH ORDINALITY AS batch (type, workflow_id, data, n)
-), moved AS (
-    UPDATE log_head SET last_id = head.last_id + $4, last_ts = head.ts FROM head
-    RETURNING pg_notify('{CHANNEL}', log_head.last_id::text)
-)
-SELECT head.last_id, head.ts, (SELECT count(*) FROM moved) AS moved FROM head
-"""
-
-PURGE_SQL = """
-WITH keys AS (DELETE FROM idempotency_keys WHERE created_at < $1 RETURNING 1),
-     tickets AS (DELETE FROM stream_tickets WHERE expires_at < $2 RETURNING 1)
-SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM tickets)
-"""
 
 DB_ERRORS = (
     asyncpg.PostgresError,
@@ -195,87 +153,11 @@ async def apply_postgres_migrations(conn: asyncpg.Connection) -> list[int]:
     return [m.version for m in todo]
 
 
-def _filters(filt: EventFilter, params: list[Any]) -> str:
-    """`` AND ...`` clauses for ``filt``, appending their values to ``params``."""
-    clauses = []
-
-    def arg(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
-    if filt.workflow_id is not None:
-        clauses.append(f"workflow_id = {arg(filt.workflow_id)}")
-    if filt.types is not None:
-        clauses.append(f"type = ANY({arg(sorted(filt.types))}::text[])")
-    if filt.since is not None:
-        clauses.append(f"ts >= {arg(filt.since)}")
-    if filt.until is not None:
-        clauses.append(f"ts < {arg(filt.until)}")
-    return "".join(f" AND {clause}" for clause in clauses)
-
-
-def _page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple[str, list[Any]]:
-    """The head and up to ``limit`` matching rows in ``(after, head]``, in one statement.
-
-    One statement is one snapshot: every id up to the head it sees has
-    committed in that snapshot (ids commit in order), so the rows read are
-    exactly the committed ones and ``head`` is a safe ``scanned_to``.  The
-    LEFT JOIN yields one row with a NULL id when nothing matches.
-    """
-    params: list[Any] = [after, limit]
-    where = _filters(filt, params)
-    order = "DESC" if newest else ""
-    sql = (
-        f"SELECT h.last_id AS head, e.id, e.type, e.workflow_id, e.ts, e.data"
-        f" FROM log_head AS h LEFT JOIN LATERAL ("
-        f"SELECT {COLUMNS} FROM events WHERE id > $1 AND id <= h.last_id{where}"
-        f" ORDER BY id {order} LIMIT $2) AS e ON true ORDER BY e.id"
-    )
-    return sql, params
-
-
-def _page_rows(rows: list[asyncpg.Record]) -> tuple[int, list[Event]]:
-    events = [Event.build(*row[1:]) for row in rows if row["id"] is not None]
-    return rows[0]["head"], events
-
-
-def _plan_group(
-    requests: list[AppendRequest],
-    last_id: int,
-    ts: str,
-    earlier: dict[str, tuple[str, str]],
-    now: float,
-) -> tuple[list[Appended | Exception], list[Event], list[tuple[str, str, str, float]]]:
-    """Each request's outcome (written, replayed, or a conflicting key), the events
-    to insert and the keys to remember.  ``earlier`` maps a key still within its
-    window to ``(fingerprint, receipt)``; a key used twice in one group counts too."""
-    known = dict(earlier)
-    outcomes: list[Appended | Exception] = []
-    written: list[Event] = []
-    keys: list[tuple[str, str, str, float]] = []
-    for request in requests:
-        if request.key and request.key in known:
-            fingerprint, receipt = known[request.key]
-            if fingerprint != request.fingerprint:
-                message = f"Idempotency-Key {request.key!r} was used with another body"
-                outcomes.append(IdempotencyConflict(message))
-            else:
-                pairs = [(pair[0], pair[1]) for pair in orjson.loads(receipt)]
-                outcomes.append(Appended([], pairs, replayed=True))
-            continue
-        events = [
-            Event.build(last_id + n, d.type, d.workflow_id, ts, d.data)
-            for n, d in enumerate(request.drafts, start=1)
-        ]
-        last_id += len(events)
-        pairs = [(event.id, event.ts) for event in events]
-        if request.key:
-            encoded = orjson.dumps(pairs).decode()
-            known[request.key] = (request.fingerprint or "", encoded)
-            keys.append((request.key, request.fingerprint or "", encoded, now))
-        outcomes.append(Appended(events, pairs))
-        written.extend(events)
-    return outcomes, written, keys
+def _row(row: asyncpg.Record | None) -> asyncpg.Record:
+    """A statement's one row (log_head always has one; its absence is a broken schema)."""
+    if row is None:
+        raise StoreUnavailable("the log_head row is missing: the database was not migrated")
+    return row
 
 
 async def _end_transaction(conn: asyncpg.Connection) -> None:
@@ -375,7 +257,7 @@ class PostgresStore:
         )
 
     @contextlib.asynccontextmanager
-    async def _connection(self, *, write: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(self, *, write: bool = False) -> AsyncIterator[PooledConnection]:
         """A pooled connection (which the pool replaces if it broke); every driver
         or network failure is StoreUnavailable."""
         pool = self._write_pool if write else self._pool
@@ -385,9 +267,15 @@ class PostgresStore:
             async with pool.acquire(timeout=self._connect_timeout_s) as conn:
                 yield conn
 
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._connection() as conn:
             return await conn.fetch(sql, *args)
+
+    async def _number(self, sql: str, *args: Any) -> int:
+        """The integer in the first column of the first row (0 for NULL)."""
+        rows = await self._fetch(sql, *args)
+        value = rows[0][0] if rows else None
+        return int(value or 0)
 
     # Appends: group commit
 
@@ -410,15 +298,16 @@ class PostgresStore:
         if not keys:
             return await self._append_group(requests, now)
         async with self._connection(write=True) as conn, conn.transaction():
-            last_id, last_ts, clock = await conn.fetchrow(LOCK_HEAD_SQL)
+            last_id, last_ts, clock = _row(await conn.fetchrow(LOCK_HEAD_SQL))
             earlier: dict[str, tuple[str, str]] = {}
             if keys:  # read after the lock: sees every key committed before us
                 rows = await conn.fetch(EARLIER_KEYS_SQL, keys, now - IDEMPOTENCY_WINDOW_S)
                 earlier = {row["key"]: (row["fingerprint"], row["receipt"]) for row in rows}
             ts = max(clock, last_ts)  # never earlier than the previous event
-            outcomes, events, remembered = _plan_group(requests, last_id, ts, earlier, now)
+            plan = plan_group(requests, last_id, ts, earlier, now)
+            events = plan.events
             if events:
-                key_columns = [list(column) for column in zip(*remembered, strict=True)]
+                key_columns = [list(column) for column in zip(*plan.keys, strict=True)]
                 await conn.execute(
                     WRITE_SQL,
                     [e.id for e in events],
@@ -429,7 +318,7 @@ class PostgresStore:
                     *(key_columns or [[], [], [], []]),  # key, fingerprint, receipt, created_at
                     events[-1].id,
                 )
-        return outcomes
+        return plan.outcomes
 
     async def _append_group(
         self, requests: list[AppendRequest], now: float
@@ -437,15 +326,15 @@ class PostgresStore:
         """A group with no idempotency keys: one statement, one round trip."""
         drafts = [draft for request in requests for draft in request.drafts]
         async with self._connection(write=True) as conn:
-            last_id, ts, _ = await conn.fetchrow(
+            row = await conn.fetchrow(
                 APPEND_SQL,
                 [d.type for d in drafts],
                 [d.workflow_id for d in drafts],
                 [d.data for d in drafts],
                 len(drafts),
             )
-        outcomes, _, _ = _plan_group(requests, last_id, ts, {}, now)
-        return outcomes
+        last_id, ts, _ = _row(row)
+        return plan_group(requests, last_id, ts, {}, now).outcomes
 
     # "The log advanced": LISTEN plus a safety poll, reconnecting with backoff
 
@@ -485,8 +374,8 @@ class PostgresStore:
                 await asyncio.wait_for(lost.wait(), self._safety_poll_s)
         log.warning("the listener connection to PostgreSQL at %s closed", self.where)
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload.isascii() and payload.isdigit():
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if isinstance(payload, str) and payload.isascii() and payload.isdigit():
             self._watch.advance(int(payload))
 
     # Stream tickets and expiry
@@ -498,41 +387,25 @@ class PostgresStore:
         expires_at: float,
         credential_expires_at: float | None = None,
     ) -> None:
-        await self._fetch(
-            "INSERT INTO stream_tickets (digest, channel, expires_at, credential_expires_at)"
-            " VALUES ($1, $2, $3, $4)",
-            digest,
-            channel,
-            expires_at,
-            credential_expires_at,
-        )
+        await self._fetch(ISSUE_TICKET_SQL, digest, channel, expires_at, credential_expires_at)
 
     async def redeem_ticket(self, digest: str, channel: str, now: float) -> RedeemedTicket | None:
-        # one DELETE: of two redemptions racing, on any nodes, only one gets the row
-        rows = await self._fetch(
-            "DELETE FROM stream_tickets WHERE digest = $1 AND channel = $2 AND expires_at >= $3"
-            " RETURNING credential_expires_at",
-            digest,
-            channel,
-            now,
-        )
+        rows = await self._fetch(REDEEM_TICKET_SQL, digest, channel, now)
         return RedeemedTicket(rows[0][0]) if rows else None
 
     async def purge_expired(self, now: float) -> int:
-        return (await self._fetch(PURGE_SQL, now - IDEMPOTENCY_WINDOW_S, now))[0][0]
+        return await self._number(PURGE_SQL, now - IDEMPOTENCY_WINDOW_S, now)
 
     # Reads
 
     async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
-        sql, params = _page_query(after, limit, filter, newest=False)
-        head, events = _page_rows(await self._fetch(sql, *params))
-        if len(events) == limit:
-            return Page(events, events[-1].id if events else after)
-        return Page(events, max(head, after))
+        sql, params = page_query(after, limit, filter, newest=False)
+        head, events = page_rows(await self._fetch(sql, *params))
+        return Page.read(events, limit, after, head)
 
     async def read_tail(self, count: int, filter: EventFilter = EVERYTHING) -> Page:
-        sql, params = _page_query(0, count, filter, newest=True)
-        head, events = _page_rows(await self._fetch(sql, *params))
+        sql, params = page_query(0, count, filter, newest=True)
+        head, events = page_rows(await self._fetch(sql, *params))
         return Page(events, head)
 
     async def get(self, event_id: int) -> Event | None:
@@ -545,37 +418,24 @@ class PostgresStore:
         return Bounds(oldest_id=oldest if oldest is not None else head + 1, latest_id=head)
 
     async def count(self) -> int:
-        return (await self._fetch("SELECT count(*) FROM events"))[0][0]
+        return await self._number("SELECT count(*) FROM events")
 
     async def trim(self, retention: Retention) -> int:
         """Delete up to a cutoff id, in chunks so that no transaction grows large."""
         cutoff_id = await self._trim_cutoff(retention)
         deleted = 0
         while True:
-            rows = await self._fetch(
-                "WITH gone AS (DELETE FROM events WHERE id IN"
-                " (SELECT id FROM events WHERE id <= $1 ORDER BY id LIMIT $2) RETURNING 1)"
-                " SELECT count(*) FROM gone",
-                cutoff_id,
-                TRIM_CHUNK,
-            )
-            deleted += rows[0][0]
-            if rows[0][0] < TRIM_CHUNK:
+            gone = await self._number(TRIM_SQL, cutoff_id, TRIM_CHUNK)
+            deleted += gone
+            if gone < TRIM_CHUNK:
                 log.info("trimmed %d events", deleted)
                 return deleted
 
     async def _trim_cutoff(self, retention: Retention) -> int:
-        cutoff_id = 0
-        if retention.max_events is not None:
-            rows = await self._fetch(
-                "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1", retention.max_events
-            )
-            cutoff_id = rows[0][0] if rows else 0
+        cutoff_id = count_cutoff((await self.bounds()).latest_id, retention)
         if retention.max_age_s is not None:  # the database's clock, which also set ts
-            rows = await self._fetch(
-                f"SELECT max(id) FROM events WHERE ts < {DB_AGO}", float(retention.max_age_s)
-            )
-            cutoff_id = max(cutoff_id, rows[0][0] or 0)
+            aged = await self._number(AGED_OUT_SQL, float(retention.max_age_s))
+            cutoff_id = max(cutoff_id, aged)
         return cutoff_id
 
     async def wait_for_head(self, beyond: int) -> int:

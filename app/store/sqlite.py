@@ -24,31 +24,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from app.config import Retention
-from app.events import Draft, Event, utc_timestamp
+from app.errors import StoreUnavailable
+from app.events import EVERYTHING, Draft, Event, EventFilter, utc_timestamp
 from app.store.base import (
-    EVERYTHING,
+    COLUMNS,
     IDEMPOTENCY_WINDOW_S,
+    TRIM_CHUNK,
     Appended,
     Bounds,
-    EventFilter,
     HeadWatch,
-    IdempotencyConflict,
     Page,
     RedeemedTicket,
-    StoreUnavailable,
+    count_cutoff,
 )
-from app.store.group import AppendRequest, GroupCommitter
+from app.store.group import AppendRequest, EarlierKeys, GroupCommitter, plan_group
 from app.store.migrate import apply_sqlite_migrations
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
-TRIM_CHUNK = 10_000
-COLUMNS = "id, type, workflow_id, ts, data"
 
 
 def sqlite_path(url: str) -> str:
@@ -138,7 +134,8 @@ def _where(after: int, head: int, filt: EventFilter) -> tuple[str, list[Any]]:
 
 
 def _head(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT last_id FROM log_head").fetchone()[0]
+    head: int = conn.execute("SELECT last_id FROM log_head").fetchone()[0]
+    return head
 
 
 def _read(conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter) -> Page:
@@ -147,9 +144,7 @@ def _read(conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter) -
     rows = conn.execute(
         f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?", [*params, limit]
     ).fetchall()
-    events = [Event.build(*row) for row in rows]
-    scanned_to = events[-1].id if events and len(events) == limit else max(head, after)
-    return Page(events, scanned_to)
+    return Page.read([Event.build(*row) for row in rows], limit, after, head)
 
 
 def _read_tail(conn: sqlite3.Connection, count: int, filt: EventFilter) -> Page:
@@ -161,18 +156,14 @@ def _read_tail(conn: sqlite3.Connection, count: int, filt: EventFilter) -> Page:
     return Page([Event.build(*row) for row in reversed(rows)], head)
 
 
-def _replay_or_conflict(
-    conn: sqlite3.Connection, request: AppendRequest, now: float
-) -> Appended | Exception | None:
-    row = conn.execute(
-        "SELECT fingerprint, receipt FROM idempotency_keys WHERE key = ? AND created_at >= ?",
-        (request.key, now - IDEMPOTENCY_WINDOW_S),
-    ).fetchone()
-    if row is None:
-        return None
-    if row[0] != request.fingerprint:
-        return IdempotencyConflict(f"Idempotency-Key {request.key!r} was used with another body")
-    return Appended([], [tuple(pair) for pair in orjson.loads(row[1])], replayed=True)
+def _earlier_keys(conn: sqlite3.Connection, keys: list[str], now: float) -> EarlierKeys:
+    marks = ",".join("?" * len(keys))
+    rows = conn.execute(
+        "SELECT key, fingerprint, receipt FROM idempotency_keys"
+        f" WHERE key IN ({marks}) AND created_at >= ?",
+        [*keys, now - IDEMPOTENCY_WINDOW_S],
+    ).fetchall()
+    return {key: (fingerprint, receipt) for key, fingerprint, receipt in rows}
 
 
 def _commit(conn: sqlite3.Connection, requests: list[AppendRequest]) -> list[Appended | Exception]:
@@ -182,34 +173,26 @@ def _commit(conn: sqlite3.Connection, requests: list[AppendRequest]) -> list[App
         last_id, last_ts = conn.execute("SELECT last_id, last_ts FROM log_head").fetchone()
         ts = max(utc_timestamp(), last_ts)  # never earlier than the previous event
         now = time.time()
-        outcomes: list[Appended | Exception] = []
-        rows = []
-        for request in requests:
-            earlier = _replay_or_conflict(conn, request, now) if request.key else None
-            if earlier is not None:
-                outcomes.append(earlier)
-                continue
-            events = []
-            for draft in request.drafts:
-                last_id += 1
-                rows.append((last_id, draft.type, draft.workflow_id, ts, draft.data))
-                events.append(Event.build(last_id, draft.type, draft.workflow_id, ts, draft.data))
-            receipt = [(event.id, event.ts) for event in events]
-            if request.key:
-                conn.execute(
-                    "INSERT OR REPLACE INTO idempotency_keys"
-                    " (key, fingerprint, receipt, created_at) VALUES (?, ?, ?, ?)",
-                    (request.key, request.fingerprint, orjson.dumps(receipt).decode(), now),
-                )
-            outcomes.append(Appended(events, receipt))
-        conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
-        conn.execute("UPDATE log_head SET last_id = ?, last_ts = ?", (last_id, ts))
+        keys = [request.key for request in requests if request.key]
+        earlier = _earlier_keys(conn, keys, now) if keys else {}  # read under the lock
+        plan = plan_group(requests, last_id, ts, earlier, now)
+        if plan.events:
+            conn.executemany(
+                f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                [(e.id, e.type, e.workflow_id, e.ts, e.data) for e in plan.events],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO idempotency_keys"
+                " (key, fingerprint, receipt, created_at) VALUES (?, ?, ?, ?)",
+                plan.keys,
+            )
+            conn.execute("UPDATE log_head SET last_id = ?, last_ts = ?", (plan.events[-1].id, ts))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return outcomes
+    return plan.outcomes
 
 
 def _probe_write_lock(conn: sqlite3.Connection, path: str) -> None:
@@ -229,12 +212,7 @@ def _purge(conn: sqlite3.Connection, now: float) -> int:
 
 
 def _trim(conn: sqlite3.Connection, retention: Retention) -> int:
-    cutoff_id = 0
-    if retention.max_events is not None:
-        row = conn.execute(
-            "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (retention.max_events,)
-        ).fetchone()
-        cutoff_id = row[0] if row else 0
+    cutoff_id = count_cutoff(_head(conn), retention)
     if retention.max_age_s is not None:
         cutoff_ts = utc_timestamp(datetime.now(UTC) - timedelta(seconds=retention.max_age_s))
         row = conn.execute("SELECT max(id) FROM events WHERE ts < ?", (cutoff_ts,)).fetchone()

@@ -1,0 +1,1 @@
+"""One module per transport; each opens a :class:`~app.client.transports.base.Connection`."""

@@ -1,0 +1,107 @@
+"""What ``GET /api/events`` was asked: cursor, page size, filter, wait, format.
+
+Every parameter is checked, and an unknown or repeated one is ``400``: a
+silently ignored typo in an audit query would return the wrong events.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.errors import bad_request
+from app.events import ALL_EVENTS_CHANNEL, WORKFLOW_ID_RE, EventFilter, utc_timestamp
+from app.query import parse_cursor, parse_int, parse_types, single
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_WAIT_S = 30.0
+KNOWN_PARAMS = frozenset(
+    {"after", "limit", "workflow_id", "types", "since", "until", "wait", "format", "follow"}
+    | {"access_token", "ticket", "_"}  # credentials, and jQuery-style cache busters
+)
+FORMATS = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv"}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayQuery:
+    after: int
+    limit: int
+    filter: EventFilter
+    wait: float
+    format: str
+    follow: bool
+
+
+def _timestamp(raw: str, name: str) -> str:
+    try:
+        if not raw.isascii() or len(raw) > 40:
+            raise ValueError
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise bad_request("bad_parameter", f"{name}={raw[:40]!r} is not an ISO 8601 timestamp")
+    if moment.tzinfo is None:
+        raise bad_request(
+            "bad_parameter", f"{name}={raw[:40]!r} has no timezone; add 'Z' or an offset"
+        )
+    try:
+        return utc_timestamp(moment)
+    except OverflowError:
+        raise bad_request("bad_parameter", f"{name}={raw[:40]!r} is outside years 1..9999 in UTC")
+
+
+def _format(params: Mapping[str, Sequence[str]], accept: str) -> str:
+    chosen = single(params, "format")
+    if chosen is None:
+        for name, mimetype in FORMATS.items():
+            if name != "json" and mimetype in accept:
+                return name
+        return "json"
+    if chosen not in FORMATS:
+        raise bad_request("bad_parameter", f"format={chosen[:20]!r}: use json, ndjson or csv")
+    return chosen
+
+
+def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> ReplayQuery:
+    unknown = sorted(set(params) - KNOWN_PARAMS)
+    if unknown:
+        raise bad_request(
+            "bad_parameter",
+            f"unknown parameter {unknown[0][:40]!r}; "
+            f"known: {', '.join(sorted(KNOWN_PARAMS - {'_'}))}",
+        )
+    raw_after, raw_limit, raw_wait = (single(params, n) for n in ("after", "limit", "wait"))
+    workflow_id = single(params, "workflow_id")
+    if workflow_id == ALL_EVENTS_CHANNEL:  # the all-events channel's name, as on streams
+        workflow_id = None
+    if workflow_id is not None and not WORKFLOW_ID_RE.fullmatch(workflow_id):
+        raise bad_request("bad_parameter", f"workflow_id={workflow_id[:40]!r} is not a workflow id")
+    since, until = single(params, "since"), single(params, "until")
+    if raw_wait is not None and not re.fullmatch(r"[0-9]{1,2}(\.[0-9]{1,3})?", raw_wait):
+        raise bad_request("bad_parameter", f"wait={raw_wait[:20]!r}: use seconds in 0..30")
+    wait = float(raw_wait) if raw_wait is not None else 0.0
+    if wait > MAX_WAIT_S:
+        raise bad_request("bad_parameter", f"wait={raw_wait}: use seconds in 0..30")
+    follow = single(params, "follow")
+    if follow not in (None, "0", "1"):
+        raise bad_request("bad_parameter", f"follow={follow[:10]!r}: use 0 or 1")
+    fmt = _format(params, accept)
+    if follow == "1" and fmt != "ndjson":
+        raise bad_request("bad_parameter", "follow=1 needs format=ndjson")
+    return ReplayQuery(
+        after=parse_cursor(raw_after, "after") if raw_after is not None else 0,
+        limit=parse_int(raw_limit, "limit", 1, MAX_LIMIT)
+        if raw_limit is not None
+        else DEFAULT_LIMIT,
+        filter=EventFilter(
+            workflow_id=workflow_id,
+            types=parse_types(single(params, "types")),
+            since=_timestamp(since, "since") if since is not None else None,
+            until=_timestamp(until, "until") if until is not None else None,
+        ),
+        wait=wait,
+        format=fmt,
+        follow=follow == "1",
+    )

@@ -1,0 +1,119 @@
+"""What a reader asked for: channel, filter, cursor and tail, parsed once for
+every surface, so the cursor rules cannot drift between transports."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from app.errors import ApiError, bad_request
+from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter
+
+MAX_CURSOR = 2**63 - 1
+MAX_TAIL = 1000
+_CURSOR_RE = re.compile(r"[0-9]{1,19}")  # ASCII only: int() also takes " 42", "4_2", "١٢"
+STREAM_PATHS = ("/ws/{channel}", "/sse/{channel}")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    channel: str
+    filter: EventFilter
+    cursor: int | None
+    tail: int
+    batch: bool = False  # WebSocket: several events per frame, as a JSON array
+
+
+def parse_cursor(raw: str, source: str) -> int:
+    if not _CURSOR_RE.fullmatch(raw) or int(raw) > MAX_CURSOR:
+        raise bad_request(
+            "bad_cursor",
+            f"{source} {raw[:40]!r} is not an event id: use 0..{MAX_CURSOR} in ASCII digits",
+        )
+    return int(raw)
+
+
+def parse_int(raw: str, name: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"[0-9]{1,10}", raw) or not low <= int(raw) <= high:
+        raise bad_request(
+            "bad_parameter", f"{name}={raw[:40]!r}: use a whole number in {low}..{high}"
+        )
+    return int(raw)
+
+
+def parse_types(raw: str | None) -> frozenset[str] | None:
+    if not raw:
+        return None
+    types = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    for name in types:
+        if not TYPE_RE.fullmatch(name):
+            raise bad_request("bad_parameter", f"types: {name[:70]!r} is not an event type")
+    return types or None
+
+
+def single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    """One value of a query parameter; repeating it is ambiguous, so refused."""
+    values = params.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise bad_request("bad_parameter", f"{name} is given {len(values)} times; give it once")
+    return values[0]
+
+
+def channel_filter(channel: str) -> str | None:
+    """The workflow id a channel stands for (``None``: every event)."""
+    if channel == ALL_EVENTS_CHANNEL:
+        return None
+    if WORKFLOW_ID_RE.fullmatch(channel):
+        return channel
+    raise not_found_stream(f"{channel[:80]!r} is not a channel name")
+
+
+def not_found_stream(why: str) -> ApiError:
+    return ApiError(
+        404,
+        "not_found",
+        f"{why}. Valid stream paths: {', '.join(STREAM_PATHS)} where {{channel}} is "
+        f"{ALL_EVENTS_CHANNEL!r} (every event) or a workflow id matching "
+        f"{WORKFLOW_ID_RE.pattern}, e.g. /ws/{ALL_EVENTS_CHANNEL}",
+    )
+
+
+def parse_stream_request(
+    path: str, prefix: str, params: Mapping[str, Sequence[str]], last_event_id: str | None
+) -> StreamRequest:
+    """``/sse/<channel>`` or ``/ws/<channel>`` plus query; the header cursor wins."""
+    channel = path[len(prefix) :]
+    if not channel or "/" in channel:
+        raise not_found_stream(f"no stream at {path[:100]!r}")
+    workflow_id = channel_filter(channel)
+    types = parse_types(single(params, "types"))
+    if last_event_id is not None:
+        cursor: int | None = parse_cursor(last_event_id, "Last-Event-ID")
+    else:
+        raw = single(params, "last_event_id")
+        cursor = parse_cursor(raw, "last_event_id") if raw is not None else None
+    raw_tail = single(params, "tail")
+    tail = parse_int(raw_tail, "tail", 0, MAX_TAIL) if raw_tail is not None else 0
+    batch = single(params, "batch")
+    if batch not in (None, "0", "1"):
+        raise bad_request("bad_parameter", f"batch={batch[:10]!r}: use 0 or 1")
+    filter = EventFilter(workflow_id=workflow_id, types=types)
+    return StreamRequest(channel, filter, cursor, tail, batch == "1")
+
+
+def stream_path_error(path: str) -> ApiError:
+    """A plain HTTP request for a WebSocket path is told to upgrade; others get the paths."""
+    try:
+        parse_stream_request(path, "/ws/", {}, None)
+    except ApiError as error:
+        return error
+    return ApiError(
+        426,
+        "upgrade_required",
+        f"{path[:100]} is a WebSocket endpoint: connect with a WebSocket client, "
+        "or read the same events over HTTP at /sse/{channel}",
+        {"Upgrade": "websocket"},
+    )

@@ -1,0 +1,30 @@
+"""Plain-ASGI types and the two lookups every layer needs from a request's scope."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+Scope = Mapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The last value of a (lower-case) request header, decoded as Latin-1."""
+    value = None
+    for key, raw in scope.get("headers", ()):
+        if key == name:
+            value = raw.decode("latin-1")
+    return value
+
+
+def query_params(scope: Scope) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    raw = scope.get("query_string", b"").decode("utf-8", "replace")
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        params.setdefault(key, []).append(value)
+    return params

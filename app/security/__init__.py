@@ -1,0 +1,1 @@
+"""Who may connect and from where: hosts, origins, credentials, tickets, admission."""

@@ -1,0 +1,64 @@
+"""The credential checks every endpoint runs, in one object.
+
+Failed attempts count toward the client's auth-failure limit wherever they
+happen, so guessing a token is equally slow through every door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from app.config import Settings
+from app.query import single
+from app.security.admission import Admission
+from app.security.tickets import BAD_TICKET, redeem_ticket
+from app.security.tokens import (
+    ReadGrant,
+    bearer,
+    check_publish_access,
+    check_read_access,
+    unauthorized,
+)
+from app.store.base import TicketStore
+
+Params = Mapping[str, Sequence[str]]
+
+
+class Access:
+    """Read and publish checks for one app: settings, limits and the ticket store."""
+
+    def __init__(self, settings: Settings, admission: Admission, tickets: TicketStore) -> None:
+        self.settings = settings
+        self.admission = admission
+        self._tickets = tickets
+
+    async def read(self, client: str, authorization: str | None, params: Params) -> ReadGrant:
+        """The read credential (token, JWT, or ``access_token``); 401s are counted."""
+        return await self.admission.authenticate(
+            client, lambda: check_read_access(authorization, params, self.settings)
+        )
+
+    async def stream(
+        self, client: str, authorization: str | None, params: Params, channel: str
+    ) -> ReadGrant:
+        """A stream's credentials: a one-use ticket, else the read credential.
+        Returns what they grant, so that the stream can end when they expire."""
+        ticket = single(params, "ticket")
+        if not self.settings.reading_protected or ticket is None or bearer(authorization):
+            grant = await self.read(client, authorization, params)
+        else:
+            await self.admission.check_auth_failures(client)
+            redeemed = await redeem_ticket(self._tickets, ticket, channel)
+            if redeemed is None:
+                await self.admission.note_auth_failure(client)
+                raise unauthorized(BAD_TICKET)
+            grant = redeemed
+        grant.require(channel)
+        return grant
+
+    async def publish(self, client: str, authorization: str | None) -> None:
+        """The publish rate limit, then the publish credential (or loopback)."""
+        await self.admission.check_publish(client)
+        await self.admission.authenticate(
+            client, lambda: check_publish_access(authorization, client, self.settings)
+        )

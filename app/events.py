@@ -32,8 +32,11 @@ MAX_BATCH = 1000
 MAX_DATA_DEPTH = 64
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 SSE_SEPARATOR = "\n"
-#: The control message that tells a client why its stream or request failed.
-ERROR_CONTROL = "error"
+#: The control message that tells a client why its stream or request failed.  Not
+#: ``error``: that is EventSource's own event, and ``event: error`` would fire a
+#: page's ``onerror`` while the stream is open (pages that close on error then
+#: never reconnect).  No SSE event is ever named ``error``, ``message`` or ``open``.
+ERROR_CONTROL = "stream_error"
 
 
 class EventIn(BaseModel):

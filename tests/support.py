@@ -168,7 +168,7 @@ def event_ids(messages: list[SSEMessage]) -> list[int]:
     return [int(m.id) for m in messages if m.event not in CONTROL_TYPES and m.id]
 
 
-CONTROL_TYPES = {"connection_established", "heartbeat", "replay_truncated", "error", "pong"}
+CONTROL_TYPES = {"connection_established", "heartbeat", "replay_truncated", "stream_error", "pong"}
 
 
 def fresh_postgres_url() -> str:

@@ -116,7 +116,7 @@ def assert_closed_at_expiry(sse: Ended, ws: Ended, exp: int) -> None:
         assert [m["type"] for m in ended.messages] == [
             "connection_established",
             "before_expiry",
-            "error",
+            "stream_error",
         ], ended.messages
         assert ended.messages[-1]["error"] == "token_expired"
         assert ended.messages[-1]["detail"]
@@ -178,7 +178,7 @@ def test_a_jwt_follow_ends_at_exp_with_one_error_line(secured: ServerProcess):
         return lines, time.time()
 
     lines, ended_at = asyncio.run(follow())
-    assert [line["type"] for line in lines] == ["before_expiry", "error"]
+    assert [line["type"] for line in lines] == ["before_expiry", "stream_error"]
     assert lines[-1]["error"] == "token_expired"
     assert exp - EARLY_S <= ended_at <= exp + LATE_S
 

@@ -692,7 +692,7 @@ def test_row36_a_handler_failing_after_accept_closes_1011_and_the_server_goes_on
                 parser, errors = SSEParser(), []
                 async with asyncio.timeout(5):
                     async for chunk in sse.aiter_bytes():  # ends with the response
-                        errors += [m for m in parser.feed(chunk) if m.event == "error"]
+                        errors += [m for m in parser.feed(chunk) if m.event == "stream_error"]
                 assert [orjson.loads(m.data)["error"] for m in errors] == ["internal_error"]
 
             async with connect(ws_base + "/ws/validation_updates") as ws:

@@ -588,9 +588,9 @@ async def storm(server: ServerProcess) -> None:
         first = await stream.next_message()
         if first.event == "connection_established":
             return "ok", stream
-        assert first.event == "error" and first.retry is not None, first
+        assert first.event == "stream_error" and first.retry is not None, first
         error = orjson.loads(first.data)
-        assert error["type"] == "error" and error["detail"]
+        assert error["type"] == "stream_error" and error["detail"]
         return error["error"], stream
 
     try:

@@ -25,7 +25,7 @@ def test_sse_over_the_connection_cap_gets_200_retry_and_an_error_event(start_ser
                 refused = await client.get(server.url + "/sse/validation_updates")
                 assert refused.status_code == 200
                 messages = parse_all(refused.content)
-                assert messages[-1].event == "error"
+                assert messages[-1].event == "stream_error"
                 assert orjson.loads(messages[-1].data)["error"] == "overloaded"
                 assert messages[-1].retry is not None and messages[-1].retry >= 5000
             with pytest.raises(InvalidStatus) as ws_refused:

@@ -102,7 +102,7 @@ def test_sigterm_says_goodbye_with_a_jittered_retry_and_clients_resume(server: S
                 assert 3000 <= farewell["reconnect_after_ms"] < 6000
                 async for chunk in stream:
                     sse.extend(parser.feed(chunk))
-                assert sse[-1].event == "error" and sse[-1].retry is not None
+                assert sse[-1].event == "stream_error" and sse[-1].retry is not None
                 assert 3000 <= sse[-1].retry < 6000
                 assert [f.get("id") for f in ws_frames[1:]] == ids
         assert server.process.wait(15) == 0

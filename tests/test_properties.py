@@ -141,7 +141,7 @@ def check_sse(live: Live, target: str, headers: dict[str, Any] | None = None) ->
             messages = parser.feed(chunk)
             if messages:
                 first = messages[0]
-                if first.event == "error":  # a passing problem: 200 + retry: + error
+                if first.event == "stream_error":  # a passing problem: 200 + retry: + stream_error
                     assert orjson.loads(first.data)["error"] in SSE_ERRORS
                     assert first.retry is not None
                 else:

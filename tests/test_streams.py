@@ -189,7 +189,7 @@ async def test_ws_ping_is_answered_and_bad_messages_get_error_frames(server: Ser
         for bad in ["{", "[]", '{"type":"pong"}', "hello"]:
             await ws.send(bad)
             reply = orjson.loads(await ws.recv())
-            assert reply["type"] == "error" and reply["detail"]
+            assert reply["type"] == "stream_error" and reply["detail"]
         await ws.send('{"type":"ping"}')
         assert orjson.loads(await ws.recv()) == {"type": "pong"}
         [event_id] = server.publish({"type": "still_open"})

@@ -1,8 +1,10 @@
 """A browser's own EventSource against the server's overload answer (hardening, FAULTS 35).
 
 Any non-200 answer makes EventSource give up for good (WHATWG HTML §9.2), so a
-full server must answer 200 with a retry hint and an error event; the browser
-then comes back by itself once the overload has passed.
+full server must answer 200 with a retry hint and a ``stream_error`` event; the
+browser then comes back by itself once the overload has passed.  The event is
+not named ``error``: that would fire the page's own ``onerror`` while the
+stream is open, and a page that closes on error would never come back.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ from websockets.asyncio.client import connect
 from tests.support import ServerProcess
 
 WATCH_EVENTSOURCE = """() => {
-  window.__es = { overloaded: 0, established: 0, closed: false };
+  window.__es = { overloaded: 0, established: 0, closed: false, errorsWhileOpen: 0, errors: 0 };
   const source = new EventSource('/sse/validation_updates');
-  source.addEventListener('error', (event) => {
-    if (event.data && JSON.parse(event.data).error === 'overloaded') window.__es.overloaded += 1;
-    if (source.readyState === EventSource.CLOSED) window.__es.closed = true;
+  source.addEventListener('stream_error', (event) => {
+    if (JSON.parse(event.data).error === 'overloaded') window.__es.overloaded += 1;
   });
+  source.onerror = (event) => {
+    window.__es.errors += 1;
+    // the browser's own error comes with the connection lost (CONNECTING) or given up
+    // (CLOSED); one while OPEN, or carrying data, is a server event named "error"
+    if (source.readyState === EventSource.OPEN || event.data !== undefined) {
+      window.__es.errorsWhileOpen += 1;
+    }
+    if (source.readyState === EventSource.CLOSED) window.__es.closed = true;
+  };
   source.addEventListener('connection_established', () => { window.__es.established += 1; });
 }"""
 
@@ -46,8 +56,9 @@ def hold_websocket(server: ServerProcess, release: threading.Event) -> threading
 def test_eventsource_survives_overload_and_reconnects_when_it_passes(
     start_server: Callable[..., ServerProcess], browser: Any
 ):
-    """Chromium's EventSource gets 200 + error 'overloaded', keeps retrying, and connects
-    once a slot is free: the reconnect loop is never broken for a passing problem."""
+    """Chromium's EventSource gets 200 + stream_error 'overloaded', keeps retrying, and
+    connects once a slot is free: the reconnect loop is never broken for a passing
+    problem, and the page's onerror fires only for the dropped connection itself."""
     server = start_server(LIVEFEED_MAX_CONNECTIONS="1")
     release = threading.Event()
     holder = hold_websocket(server, release)
@@ -64,5 +75,7 @@ def test_eventsource_survives_overload_and_reconnects_when_it_passes(
     try:
         page.wait_for_function("() => window.__es.established >= 1", timeout=20_000)
         assert page.evaluate("() => window.__es.closed") is False
+        assert page.evaluate("() => window.__es.errors") >= 1  # the overload's stream ended
+        assert page.evaluate("() => window.__es.errorsWhileOpen") == 0
     finally:
         context.close()

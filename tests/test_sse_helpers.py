@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,8 +24,10 @@ from app.sse import (
 
 try:
     from tests.sse_parser import SSEMessage, SSEParser, iter_sse, parse_all
+    from tests.support import listening_socket
 except ImportError:  # tests/ imported as a rootdir-less folder
     from sse_parser import SSEMessage, SSEParser, iter_sse, parse_all  # type: ignore[no-redef]
+    from support import listening_socket  # type: ignore[no-redef]
 
 
 # --- encoding rules -------------------------------------------------------------------
@@ -266,32 +267,17 @@ def test_parser_collects_comments_and_discards_unterminated_event():
 # --- EventSourceResponse -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.asynccontextmanager
 async def _served(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app with Hypercorn on a free local port; yield its base URL."""
-    port = _free_port()
+    """Serve an ASGI app with Hypercorn on a loopback port of its own; yield its base URL."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns the socket from here
     config.graceful_timeout = 1
     shutdown = asyncio.Event()
     server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))
     try:
-        async with asyncio.timeout(5):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.close()
-                await writer.wait_closed()
-                break
         yield f"http://127.0.0.1:{port}"
     finally:
         shutdown.set()

@@ -7,7 +7,14 @@ what a missing PostgreSQL means for them, the benchmarks decide for theirs.
 """
 
 from harness.postgres import PostgresUnavailable, fresh_database
-from harness.server import ROOT, RUN_PY, ServerFailed, ServerProcess, http_status
+from harness.server import (
+    ROOT,
+    RUN_PY,
+    ServerFailed,
+    ServerProcess,
+    http_status,
+    livefeed_command,
+)
 
 __all__ = [
     "ROOT",
@@ -17,4 +24,5 @@ __all__ = [
     "ServerProcess",
     "fresh_database",
     "http_status",
+    "livefeed_command",
 ]

@@ -80,8 +80,8 @@ async def make_hub(store: SqliteStore) -> AsyncIterator[MakeHub]:
 async def test_events_landing_while_catching_up_are_handed_over_once_with_no_gap(
     store: SqliteStore, make_hub: MakeHub
 ) -> None:
-    """A reader pages through 2,500 old events while new ones commit beside every page:
-    it gets every id once, in order, the old from the log and the last ones live."""
+    """Paging through the log while commits land beside each page: every id once, in order."""
+    # 2,500 old events are read from the log (the hub starts after them), the last live
     await store.append(drafts(2500))
     hub = await make_hub()
     async with hub.subscribe(EVERYTHING, cursor=0) as sub:
@@ -111,9 +111,9 @@ def let_the_commit_through(blocker: sqlite3.Connection) -> None:
 async def test_a_commit_completing_as_a_reader_switches_to_live_reaches_it(
     store: SqliteStore, make_hub: MakeHub
 ) -> None:
-    """No await between the check and the switch to live: a commit whose completion is
-    already queued in the loop when the reader switches is delivered to it.  (The
-    SQLite write lock holds the commit back until the test lets it through.)"""
+    """A commit completing in the very loop pass a reader switches to live reaches it."""
+    # No await between the check and the switch: the commit's completion is queued in
+    # the loop before the reader's step (the SQLite write lock holds it back till then).
     hub = await make_hub()
     async with hub.subscribe(EVERYTHING, cursor=0) as sub:
         blocker = sqlite3.connect(store.path, isolation_level=None)
@@ -132,9 +132,8 @@ async def test_a_commit_completing_as_a_reader_switches_to_live_reaches_it(
 async def test_a_subscriber_whose_queue_overflows_reads_the_log_and_loses_nothing(
     store: SqliteStore, make_hub: MakeHub
 ) -> None:
-    """Batches of 3 for a queue of 5 while nobody reads: the second overflows it, the
-    subscriber leaves live delivery once, reads what it missed from the log (nothing
-    lost, nothing twice), then is live again."""
+    """An overflowed subscriber reads what it missed from the log, then is live again."""
+    # Batches of 3 for a queue of 5 while nobody reads: the second one overflows it.
     fell_behind: list[int] = []
     hub = await make_hub(queue_size=5, on_fell_behind=lambda: fell_behind.append(1))
     async with hub.subscribe(EVERYTHING, cursor=0) as sub:
@@ -164,8 +163,7 @@ async def _publish_then(
 async def test_filters_select_by_workflow_and_type_live_and_from_the_log(
     store: SqliteStore, make_hub: MakeHub
 ) -> None:
-    """Workflow, type and both: the same choice from the log (a reader behind) and live,
-    and an event nobody wants is passed over."""
+    """Workflow, type and both filters choose the same events from the log and live."""
     mixed = [
         Draft("a", "wf_1", "{}"),
         Draft("b", "wf_1", "{}"),
@@ -197,8 +195,7 @@ async def test_filters_select_by_workflow_and_type_live_and_from_the_log(
 async def test_waking_subscribers_goes_in_slices_of_wake_slice_per_loop_pass(
     make_hub: MakeHub,
 ) -> None:
-    """One event for 3 x WAKE_SLICE + 1 waiting subscribers: WAKE_SLICE of them resume in
-    each pass of the event loop, in consecutive passes, never all in one."""
+    """3 x WAKE_SLICE + 1 waiting subscribers resume WAKE_SLICE per loop pass, in a row."""
     hub = await make_hub()
     loop = asyncio.get_running_loop()
     passes = 0
@@ -239,8 +236,7 @@ async def test_waking_subscribers_goes_in_slices_of_wake_slice_per_loop_pass(
 async def test_idle_subscribers_get_heartbeats_and_a_farewell_ends_them(
     make_hub: MakeHub,
 ) -> None:
-    """With no events an idle subscriber gets heartbeats; at shutdown it gets the
-    farewell last and its iteration ends; leaving unregisters it."""
+    """An idle subscriber gets heartbeats; the farewell comes last and ends its iteration."""
     hub = await make_hub(heartbeat_s=0.05)
     async with hub.subscribe(EVERYTHING, cursor=None) as sub:
         assert hub.subscriber_count == 1

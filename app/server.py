@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 
@@ -18,6 +17,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from app import create_app
+from app.banner import start_line
 from app.config import Settings
 from app.hypercorn_fixes import install as install_hypercorn_fixes
 from app.runtime import Runtime
@@ -73,13 +73,7 @@ async def _until_signalled(app_extensions: dict[str, object]) -> None:
 async def serve_forever(settings: Settings, sock: socket.socket | None = None) -> None:
     install_hypercorn_fixes()  # JSON bodies for Hypercorn's own errors; h2c idle timer
     app = create_app(settings)
-    log.info(
-        "Livefeed on http://%s:%d (store: %s, pid %d)",
-        settings.host,
-        settings.port,
-        settings.database_url.split("@")[-1],
-        os.getpid(),
-    )
+    log.info("%s", start_line(settings, worker=sock is not None))
     await serve(
         app,
         hypercorn_config(settings, sock),

@@ -26,7 +26,6 @@ from prometheus_client import multiprocess
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
-RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 
 
 class Supervisor:
@@ -38,7 +37,8 @@ class Supervisor:
         self._stopping = False
 
     def _spawn(self, slot: int) -> None:
-        command = [sys.executable, str(RUN_PY), "serve", "--as-worker"]
+        # the program this one was started as (run.py, or an installed `livefeed`)
+        command = [sys.executable, sys.argv[0], "serve", "--as-worker"]
         self._workers[slot] = subprocess.Popen(command, env=self._env)
         log.info("worker %d started (pid %d)", slot, self._workers[slot].pid)
 

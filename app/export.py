@@ -107,9 +107,7 @@ def _id_range(client: httpx.Client, after: int) -> tuple[int, int]:
     return max(after, stats.get("oldest_id", 1) - 1), stats.get("latest_id", after)
 
 
-def export(
-    client: httpx.Client, url: str, params: dict[str, str], output: str, after: int
-) -> None:
+def export(client: httpx.Client, url: str, params: dict[str, str], output: str, after: int) -> None:
     """Stream ``/api/events`` from the server at ``url`` into ``output``; progress on stderr."""
     with destination(output) as out:
         progress = Progress(*_id_range(client, after))

@@ -47,9 +47,7 @@ def _listen_problem(settings: Settings, exc: OSError, source: Source) -> Command
             f"not allowed to listen on {where(settings)} (ports below 1024 need root); "
             f"choose a port above 1023 with {port}"
         )
-    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(
-        exc, socket.gaierror
-    ):
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
         return CommandError(
             f"cannot listen on {settings.host!r}: it is not an address of this machine; "
             f"set {host} to one, e.g. 127.0.0.1 or 0.0.0.0"
@@ -152,8 +150,7 @@ async def opened_store(settings: Settings, source: Source) -> AsyncIterator[Stor
         raise CommandError(f"{name}: {exc}") from exc
     except OSError as exc:  # the directory could not be created after all
         raise CommandError(
-            f"{name}: cannot create {exc.filename or url} ({exc.strerror}); "
-            "choose another path"
+            f"{name}: cannot create {exc.filename or url} ({exc.strerror}); choose another path"
         ) from exc
     try:
         yield store

@@ -4,7 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+# Debian's own python3 refuses `pip install` outside a virtual environment
+# (PEP 668, "externally managed"): there the tests run in .venv, made here.
+# Any other python3 (or one already in a virtual environment) is used as it is.
+python=python3
+managed='import os, sys, sysconfig
+stdlib = sysconfig.get_path("stdlib")
+marker = os.path.exists(os.path.join(stdlib, "EXTERNALLY-MANAGED"))
+sys.exit(0 if marker and sys.prefix == sys.base_prefix else 1)'
+if python3 -c "$managed"; then
+    if ! python3 -c 'import ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    python=.venv/bin/python
+fi
+
+"$python" -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 
 # Browser tests drive Debian's Chromium with Playwright (its own browser
 # downloads are not used); the multi-node test runs Debian's nginx in front of
@@ -25,5 +42,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-python3 -m ruff check .
-python3 -m pytest "$@"
+"$python" -m ruff check .
+"$python" -m pytest "$@"

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import httpx
 
@@ -30,7 +30,7 @@ REDRAW_S = 0.1
 
 
 @contextlib.contextmanager
-def destination(output: str) -> Iterator[BinaryIO]:
+def destination(output: str) -> Iterator[IO[bytes]]:
     """stdout for ``-``; otherwise a temporary file renamed to ``output`` on success."""
     if output == "-":
         yield sys.stdout.buffer

@@ -250,6 +250,15 @@ def test_client_commands_against_a_stopped_server_name_the_url(args: list[str], 
     assert list(tmp_path.iterdir()) == []  # the export left no file behind
 
 
+def test_a_refused_publish_is_one_line_with_the_token_hint(start_server, tmp_path: Path):
+    """A server that wants a token answers 401: its error, and --token as the fix."""
+    server = start_server(LIVEFEED_PUBLISH_TOKEN="p-token")
+    refused = run_cli("publish", "t", "--url", server.url, cwd=tmp_path)
+    assert_one_line_error(refused, f"the server at {server.url} answered 401", "--token")
+    accepted = run_cli("publish", "t", "--url", server.url, "--token", "p-token")
+    assert accepted.returncode == 0 and accepted.stdout.split() == ["1"]
+
+
 def test_demo_rate_zero_is_refused(tmp_path: Path):
     """demo --rate 0 would divide by zero; it is refused, naming --rate."""
     result = run_cli("demo", "--rate", "0", cwd=tmp_path)

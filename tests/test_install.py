@@ -75,6 +75,9 @@ def test_the_wheel_runs_from_any_directory(venv: Path, tmp_path: Path):
         check=True,
     ).stdout
     assert where.startswith(str(venv.parent)), where  # the wheel's copy, not a checkout
+    usage = subprocess.run([venv / "livefeed", "--help"], capture_output=True, text=True).stdout
+    verbs = ("serve", "demo", "publish", "tail", "export", "migrate", "trim")
+    assert all(f"\n    {verb} " in usage for verb in verbs), usage
     migrated = subprocess.run(
         [venv / "livefeed", "migrate", "--database-url", "sqlite:///elsewhere.db"],
         cwd=tmp_path,

@@ -85,10 +85,14 @@ def _sqlite_file(url: str) -> Path:
     return Path(os.path.abspath(url.removeprefix("sqlite:///")))
 
 
-def _sqlite_directory_problem(url: str) -> str | None:
-    """Why the SQLite file's directory cannot be used, and the fix (the store creates
-    a missing directory, as the default ``./data/`` needs, when it can)."""
-    directory = _sqlite_file(url).parent
+def _sqlite_problem(url: str) -> str | None:
+    """Why the SQLite file or its directory cannot be written, and the fix (the store
+    creates a missing directory, as the default ``./data/`` needs, when it can)."""
+    path = _sqlite_file(url)
+    for file in (path, path.with_name(path.name + "-wal")):
+        if file.exists() and not os.access(file, os.W_OK):
+            return f"the database file {file} is read-only; make it writable"
+    directory = path.parent
     existing = directory
     while not existing.exists():
         existing = existing.parent
@@ -136,7 +140,7 @@ async def opened_store(settings: Settings, source: Source) -> AsyncIterator[Stor
     name = source.name("LIVEFEED_DATABASE_URL")
     if name == "LIVEFEED_DATABASE_URL" and not source.get(name):
         name += f" (default {url})"
-    problem = _sqlite_directory_problem(url) if url.startswith("sqlite:") else None
+    problem = _sqlite_problem(url) if url.startswith("sqlite:") else None
     if problem is not None:
         raise CommandError(f"{name}: {problem}")
     store = open_store(settings)

@@ -177,10 +177,20 @@ def test_database_directory_under_a_file_names_the_path(tmp_path: Path):
 
 
 def test_unwritable_database_directory_names_the_path(tmp_path: Path, make_read_only):  # noqa: F811
-    """A directory that cannot be written (immutable, so even for root) is named, both
-    when the database would go in it and when a missing directory would be made in it."""
+    """A directory or database file that cannot be written (immutable, so even for root)
+    is named: the database's own directory, one a missing directory would be made in,
+    and a read-only database file."""
     locked = tmp_path / "locked"
     locked.mkdir()
+    database = tmp_path / "feed.db"
+    assert run_cli("migrate", "--database-url", f"sqlite:///{database}").returncode == 0
+    make_read_only([database], True)
+    try:
+        port = str(free_port())
+        read_only = run_cli("serve", "--port", port, "--database-url", f"sqlite:///{database}")
+    finally:
+        make_read_only([database], False)
+    assert_one_line_error(read_only, f"the database file {database} is read-only")
     make_read_only([locked], True)
     try:
         inside = run_cli("migrate", "--database-url", f"sqlite:///{locked}/x.db", cwd=tmp_path)

@@ -18,6 +18,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from app.application import create_app
+from app.banner import start_line
 from app.config import Settings
 from app.hypercorn_fixes import install as install_hypercorn_fixes
 from app.runtime import RUNTIME_KEY, Runtime
@@ -88,15 +89,11 @@ async def serve_forever(settings: Settings, sock: socket.socket | None = None) -
     """Serve ``sock`` (a worker's, inherited), or a socket bound and announced here."""
     install_hypercorn_fixes()  # JSON bodies for Hypercorn's own errors; h2c idle timer
     app = create_app(settings)
+    worker = sock is not None
     if sock is None:
         sock = listening_socket(settings)
         announce(sock)
-    log.info(
-        "Livefeed on %s (store: %s, pid %d)",
-        bound_url(sock),
-        settings.database_url.split("@")[-1],
-        os.getpid(),
-    )
+    log.info("%s", start_line(settings, worker=worker, port=sock.getsockname()[1]))
     await serve(
         app,
         hypercorn_config(settings, sock),

@@ -32,7 +32,6 @@ from app.server import LISTEN_FD_ENV, announce, listening_socket
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
-RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 
 
 class Supervisor:
@@ -45,9 +44,11 @@ class Supervisor:
         self._socket: socket.socket | None = None  # kept to hand to a restarted worker
 
     def _spawn(self, slot: int) -> None:
-        assert self._socket is not None, "bind first"
+        if self._socket is None:
+            raise RuntimeError("the supervisor binds its socket before it starts workers")
         fd = self._socket.fileno()
-        command = [sys.executable, str(RUN_PY), "serve", "--as-worker"]
+        # the program this one was started as (run.py, or an installed `livefeed`)
+        command = [sys.executable, sys.argv[0], "serve", "--as-worker"]
         env = {**self._env, LISTEN_FD_ENV: str(fd)}
         self._workers[slot] = subprocess.Popen(command, env=env, pass_fds=[fd])
         log.info("worker %d started (pid %d)", slot, self._workers[slot].pid)

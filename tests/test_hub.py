@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from app.events import Control, Draft, Event, Frame
+from app.events import EVERYTHING, Control, Draft, Event, EventFilter, Frame
 from app.hub import WAKE_SLICE, Hub, Subscription
-from app.store import EVERYTHING, EventFilter
 from app.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.asyncio

@@ -8,6 +8,7 @@ line on stderr, naming the setting or flag and the fix, with exit status 2.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support import ROOT, ServerProcess, free_port, fresh_postgres_url
+from tests.support import ROOT, ServerProcess, fresh_postgres_url, refused_port
 from tests.test_fault_rows import make_read_only  # noqa: F401 (a fixture)
 
 START_TIMEOUT_S = 20.0
@@ -58,10 +59,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 
 @contextmanager
 def running(
-    command: Sequence[str], port: int, cwd: Path, env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    """A server started by ``command``, ready on ``port``; its log file beside it."""
-    log_path = cwd / f"server-{port}.log"
+    command: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
+    """A server started by ``command`` with ``--port 0``, ready on the port it announced;
+    its log file beside it."""
+    log_path = cwd / f"server-{len(list(cwd.glob('server-*.log')))}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             list(command),
@@ -74,18 +76,22 @@ def running(
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
+        port = None
         while True:
             if process.poll() is not None:
                 raise AssertionError(f"server exited early:\n{log_path.read_text()}")
+            announced = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log_path.read_text())
+            port = int(announced.group(1)) if announced else None
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                ready = port and httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                if ready and ready.status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"server did not become ready:\n{log_path.read_text()}")
             time.sleep(0.05)
-        yield process, log_path
+        yield process, log_path, port
     finally:
         if process.poll() is None:
             os.killpg(process.pid, 15)
@@ -115,9 +121,8 @@ def event_count(url: str) -> int:
 def test_quick_start_takes_serves_flags_and_names_the_dashboard(tmp_path: Path):
     """`run.py --port P` is the quick start on P: demo events flow, and the start line
     names the dashboard and how to turn the demo events off."""
-    port = free_port()
-    command = [sys.executable, str(ROOT / "run.py"), "--port", str(port)]
-    with running(command, port, tmp_path) as (_process, log):
+    command = [sys.executable, str(ROOT / "run.py"), "--port", "0"]
+    with running(command, tmp_path) as (_process, log, port):
         deadline = time.monotonic() + 10
         while event_count(f"http://127.0.0.1:{port}") < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -130,9 +135,8 @@ def test_quick_start_takes_serves_flags_and_names_the_dashboard(tmp_path: Path):
 
 def test_quick_start_with_demo_rate_zero_publishes_nothing(tmp_path: Path):
     """`run.py --demo-rate 0` serves without demo events and does not claim any."""
-    port = free_port()
-    command = [sys.executable, str(ROOT / "run.py"), "--port", str(port), "--demo-rate", "0"]
-    with running(command, port, tmp_path) as (_process, log):
+    command = [sys.executable, str(ROOT / "run.py"), "--port", "0", "--demo-rate", "0"]
+    with running(command, tmp_path) as (_process, log, port):
         time.sleep(1.5)
         assert event_count(f"http://127.0.0.1:{port}") == 0
         assert "demo events" not in log.read_text()
@@ -172,7 +176,7 @@ def test_database_directory_under_a_file_names_the_path(tmp_path: Path):
     """A database path whose 'directory' is a file names that file."""
     (tmp_path / "notes.txt").write_text("a file")
     url = f"sqlite:///{tmp_path}/notes.txt/feed/x.db"
-    result = run_cli("serve", "--port", str(free_port()), "--database-url", url, cwd=tmp_path)
+    result = run_cli("serve", "--port", "0", "--database-url", url, cwd=tmp_path)
     assert_one_line_error(result, "--database-url", f"{tmp_path}/notes.txt is a file")
 
 
@@ -186,8 +190,7 @@ def test_unwritable_database_directory_names_the_path(tmp_path: Path, make_read_
     assert run_cli("migrate", "--database-url", f"sqlite:///{database}").returncode == 0
     make_read_only([database], True)
     try:
-        port = str(free_port())
-        read_only = run_cli("serve", "--port", port, "--database-url", f"sqlite:///{database}")
+        read_only = run_cli("serve", "--port", "0", "--database-url", f"sqlite:///{database}")
     finally:
         make_read_only([database], False)
     assert_one_line_error(read_only, f"the database file {database} is read-only")
@@ -209,9 +212,10 @@ def test_unwritable_database_directory_names_the_path(tmp_path: Path, make_read_
 
 def test_unreachable_postgresql_is_one_line(tmp_path: Path):
     """Nothing listening where the URL points: the setting, the host and the fix."""
-    url = f"postgresql://livefeed@127.0.0.1:{free_port()}/livefeed"
-    serve = run_cli("serve", "--port", str(free_port()), "--database-url", url, cwd=tmp_path)
-    migrate = run_cli("migrate", "--database-url", url, cwd=tmp_path)
+    with refused_port() as nobody:
+        url = f"postgresql://livefeed@127.0.0.1:{nobody}/livefeed"
+        serve = run_cli("serve", "--port", "0", "--database-url", url, cwd=tmp_path)
+        migrate = run_cli("migrate", "--database-url", url, cwd=tmp_path)
     for result in (serve, migrate):
         assert_one_line_error(result, "--database-url", "cannot reach PostgreSQL at 127.0.0.1")
 
@@ -223,7 +227,7 @@ def test_missing_postgresql_database_or_role_says_how_to_create_it(tmp_path: Pat
     no_database = parts._replace(path="/livefeed_never_created").geturl()
     no_role = parts._replace(netloc=f"livefeed_no_role@{parts.hostname}:{parts.port}").geturl()
     env = clean_env(LIVEFEED_DATABASE_URL=no_database)
-    missing_database = run_cli("serve", "--port", str(free_port()), cwd=tmp_path, env=env)
+    missing_database = run_cli("serve", "--port", "0", cwd=tmp_path, env=env)
     missing_role = run_cli("migrate", "--database-url", no_role, cwd=tmp_path)
     assert_one_line_error(
         missing_database,
@@ -254,8 +258,9 @@ def test_demo_rate_out_of_range_names_the_flag(tmp_path: Path):
 )
 def test_client_commands_against_a_stopped_server_name_the_url(args: list[str], tmp_path: Path):
     """publish, export and demo with no server: one line with the URL and --url."""
-    url = f"http://127.0.0.1:{free_port()}"
-    result = run_cli(*args, "--url", url, cwd=tmp_path)
+    with refused_port() as nobody:
+        url = f"http://127.0.0.1:{nobody}"
+        result = run_cli(*args, "--url", url, cwd=tmp_path)
     assert_one_line_error(result, f"cannot reach the Livefeed server at {url}", "--url")
     assert list(tmp_path.iterdir()) == []  # the export left no file behind
 
@@ -350,4 +355,4 @@ def test_every_option_has_help_text():
         if not action.help and action.dest != "help"
     ]
     assert missing == []
-    assert len(commands.choices) == 7
+    assert len(commands.choices) == 8  # serve demo publish tail export verify migrate trim

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT
 from tests.test_cli import clean_env, event_count, running
 
 SOURCES = ["setup.cfg", "pyproject.toml", "README.md", "app"]
@@ -76,7 +76,7 @@ def test_the_wheel_runs_from_any_directory(venv: Path, tmp_path: Path):
     ).stdout
     assert where.startswith(str(venv.parent)), where  # the wheel's copy, not a checkout
     usage = subprocess.run([venv / "livefeed", "--help"], capture_output=True, text=True).stdout
-    verbs = ("serve", "demo", "publish", "tail", "export", "migrate", "trim")
+    verbs = ("serve", "demo", "publish", "tail", "export", "verify", "migrate", "trim")
     assert all(f"\n    {verb} " in usage for verb in verbs), usage
     migrated = subprocess.run(
         [venv / "livefeed", "migrate", "--database-url", "sqlite:///elsewhere.db"],
@@ -87,8 +87,7 @@ def test_the_wheel_runs_from_any_directory(venv: Path, tmp_path: Path):
     )
     assert migrated.returncode == 0, migrated.stderr
     assert (tmp_path / "elsewhere.db").exists()
-    port = free_port()
-    with running([venv / "livefeed", "--port", str(port)], port, tmp_path, in_venv(venv)):
+    with running([venv / "livefeed", "--port", "0"], tmp_path, in_venv(venv)) as (_, _, port):
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/readyz").json() == {"status": "ready"}
         published = subprocess.run(
@@ -107,9 +106,8 @@ def test_the_wheel_runs_from_any_directory(venv: Path, tmp_path: Path):
 
 def test_installed_workers_publish_demo_events_at_the_servers_rate(venv: Path, tmp_path: Path):
     """`livefeed serve --workers 2 --demo-rate 1` publishes about 1 event/s in all, not 2."""
-    port = free_port()
     command = [venv / "livefeed", "serve", "--workers", "2", "--demo-rate", "1"]
-    with running([*command, "--port", str(port)], port, tmp_path, in_venv(venv)) as (_, log):
+    with running([*command, "--port", "0"], tmp_path, in_venv(venv)) as (_, log, port):
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 10
         while event_count(url) == 0 and time.monotonic() < deadline:
@@ -148,9 +146,8 @@ def readme_server(venv: Path, tmp_path_factory: pytest.TempPathFactory):
     """The quick start as installed: the bare command, in a directory of its own."""
     workdir = tmp_path_factory.mktemp("readme")
     (workdir / ".venv").symlink_to(venv.parent)
-    port = free_port()
-    command = [venv / "livefeed", "--port", str(port), "--demo-rate", "20"]
-    with running(command, port, workdir, in_venv(venv)):
+    command = [venv / "livefeed", "--port", "0", "--demo-rate", "20"]
+    with running(command, workdir, in_venv(venv)) as (_, _, port):
         yield workdir, port
 
 

@@ -44,18 +44,27 @@ class Page:
     """Matching events after a cursor, and how far the scan looked.
 
     ``scanned_to`` lets a filtered reader move its cursor past ids that did
-    not match, so that it never scans the same rows twice.
+    not match, so that it never scans the same rows twice.  ``more``: the page
+    stopped at its scan budget (:mod:`app.store.seek`) short of the head, so
+    matching events may follow ``scanned_to`` although the page is short or
+    even empty; the reader continues from ``scanned_to``.
     """
 
     events: list[Event]
     scanned_to: int
+    more: bool = False
 
     @classmethod
-    def read(cls, events: list[Event], limit: int, after: int, head: int) -> Page:
+    def read(
+        cls, events: list[Event], limit: int, after: int, head: int, stopped_at: int | None = None
+    ) -> Page:
         """A page of a read after ``after`` that saw the head at ``head``: a full page
-        scanned only to its last event; a short one scanned every committed row."""
+        scanned only to its last event; a short one scanned every committed row, or
+        only up to ``stopped_at`` when its budget ran out before the head."""
         if events and len(events) == limit:
             return cls(events, events[-1].id)
+        if stopped_at is not None:
+            return cls(events, stopped_at, more=True)
         return cls(events, max(head, after))
 
 

@@ -400,12 +400,12 @@ class PostgresStore:
 
     async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
         sql, params = page_query(after, limit, filter, newest=False)
-        head, events = page_rows(await self._fetch(sql, *params))
-        return Page.read(events, limit, after, head)
+        head, stopped_at, events = page_rows(await self._fetch(sql, *params))
+        return Page.read(events, limit, after, head, stopped_at)
 
     async def read_tail(self, count: int, filter: EventFilter = EVERYTHING) -> Page:
         sql, params = page_query(0, count, filter, newest=True)
-        head, events = page_rows(await self._fetch(sql, *params))
+        head, _, events = page_rows(await self._fetch(sql, *params))
         return Page(events, head)
 
     async def get(self, event_id: int) -> Event | None:

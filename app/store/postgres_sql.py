@@ -6,12 +6,14 @@ that each statement can be read whole, with the reason it is shaped so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
 from app.events import Event, EventFilter
 from app.store.base import COLUMNS
+from app.store.seek import SCAN_BUDGET, Seek
 
 #: The NOTIFY channel: its payload is the new head id.
 CHANNEL = "livefeed_log"
@@ -95,45 +97,82 @@ SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM tickets)
 """
 
 
-def filters(filt: EventFilter, params: list[Any]) -> str:
-    """`` AND ...`` clauses for ``filt``, appending their values to ``params``."""
-    clauses = []
+# The first id stamped at or after a moment, from the first entry of (ts, id).
+FIRST_AT_SQL = "SELECT id FROM events WHERE ts >= {} ORDER BY ts, id LIMIT 1"
+
+
+def _rows(seek: Seek, newest: bool, arg: Callable[[Any], str]) -> str:
+    """The page's rows with ids in ``(w.start, w.stop]`` (see :mod:`app.store.seek`):
+    by id order; or, keyed, up to ``$2`` ids from each (workflow, type) range of
+    the index (one LATERAL index scan per pair of ``unnest``), then their rows."""
+    order = "DESC" if newest else "ASC"
+    span = "id > w.start AND id <= w.stop"
+    if not seek.keyed or seek.windowed:  # the id order bounds it: $2 rows, or the window
+        where = "".join(
+            f" AND {column} = ANY({arg(list(values))}::text[])"
+            for column, values in (("workflow_id", seek.workflow_ids), ("type", seek.types))
+            if values is not None
+        )
+        return f"SELECT {COLUMNS} FROM events WHERE {span}{where} ORDER BY id {order} LIMIT $2"
+    keys, equal = [], []
+    for column, values in (("workflow_id", seek.workflow_ids), ("type", seek.types)):
+        if values is not None:
+            keys.append(f"unnest({arg(list(values))}::text[]) AS k_{column} (v)")
+            equal.append(f"{column} = k_{column}.v")
+    ranges = (
+        f"SELECT r.id FROM {' CROSS JOIN '.join(keys)} CROSS JOIN LATERAL"
+        f" (SELECT id FROM events WHERE {' AND '.join(equal)} AND {span}"
+        f" ORDER BY id {order} LIMIT $2) AS r ORDER BY r.id {order} LIMIT $2"
+    )
+    return f"SELECT {COLUMNS} FROM events WHERE id IN ({ranges}) ORDER BY id {order}"
+
+
+def page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple[str, list[Any]]:
+    """The head, the filter's last possible id, the end of the window looked at, and
+    up to ``limit`` matching rows in ``(after, head]``, in one statement.
+
+    One statement is one snapshot: every id up to the head it sees has
+    committed in that snapshot (ids commit in order), so the rows read are
+    exactly the committed ones and ``head`` is a safe ``scanned_to``.  The
+    LEFT JOIN yields one row with a NULL id when nothing matches.  The id
+    bounds and the window follow :func:`app.store.seek.id_range` and
+    :meth:`app.store.seek.Seek.window`, written in SQL.
+    """
+    params: list[Any] = [after, limit]
 
     def arg(value: Any) -> str:
         params.append(value)
         return f"${len(params)}"
 
-    if filt.workflow_id is not None:
-        clauses.append(f"workflow_id = {arg(filt.workflow_id)}")
-    if filt.types is not None:
-        clauses.append(f"type = ANY({arg(sorted(filt.types))}::text[])")
+    seek = Seek.plan(filt, limit)
+
+    def first_at(moment: str) -> str:  # head + 1 when no event is stamped then yet
+        return f"coalesce(({FIRST_AT_SQL.format(arg(moment))}), h.last_id + 1)"
+
+    lo, hi = "$1::bigint", "h.last_id"
     if filt.since is not None:
-        clauses.append(f"ts >= {arg(filt.since)}")
+        lo = f"greatest($1, {first_at(filt.since)} - 1)"
     if filt.until is not None:
-        clauses.append(f"ts < {arg(filt.until)}")
-    return "".join(f" AND {clause}" for clause in clauses)
-
-
-def page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple[str, list[Any]]:
-    """The head and up to ``limit`` matching rows in ``(after, head]``, in one statement.
-
-    One statement is one snapshot: every id up to the head it sees has
-    committed in that snapshot (ids commit in order), so the rows read are
-    exactly the committed ones and ``head`` is a safe ``scanned_to``.  The
-    LEFT JOIN yields one row with a NULL id when nothing matches.
-    """
-    params: list[Any] = [after, limit]
-    where = filters(filt, params)
-    order = "DESC" if newest else ""
+        hi = f"least(h.last_id, {first_at(filt.until)} - 1)"
+    start, stop = "lo", "hi"
+    if seek.windowed and newest:
+        start = f"greatest(lo, hi - {SCAN_BUDGET})"
+    elif seek.windowed:
+        stop = f"least(hi, lo + {SCAN_BUDGET})"
+    nothing = f"SELECT {COLUMNS} FROM events WHERE false"
+    rows = nothing if seek.matches_nothing else _rows(seek, newest, arg)
     sql = (
-        f"SELECT h.last_id AS head, e.id, e.type, e.workflow_id, e.ts, e.data"
-        f" FROM log_head AS h LEFT JOIN LATERAL ("
-        f"SELECT {COLUMNS} FROM events WHERE id > $1 AND id <= h.last_id{where}"
-        f" ORDER BY id {order} LIMIT $2) AS e ON true ORDER BY e.id"
+        f"WITH b AS (SELECT h.last_id AS head, {lo} AS lo, {hi} AS hi FROM log_head AS h),"
+        f" w AS (SELECT head, hi, {start} AS start, {stop} AS stop FROM b)"
+        f" SELECT w.head, w.hi, w.stop, e.id, e.type, e.workflow_id, e.ts, e.data"
+        f" FROM w LEFT JOIN LATERAL ({rows}) AS e ON true ORDER BY e.id"
     )
     return sql, params
 
 
-def page_rows(rows: list[asyncpg.Record]) -> tuple[int, list[Event]]:
-    events = [Event.build(*row[1:]) for row in rows if row["id"] is not None]
-    return rows[0]["head"], events
+def page_rows(rows: list[asyncpg.Record]) -> tuple[int, int | None, list[Event]]:
+    """The head, where a page stopped short of its range (``None``: it did not),
+    and the events, in id order."""
+    head, hi, stop = rows[0]["head"], rows[0]["hi"], rows[0]["stop"]
+    events = [Event.build(*row[3:]) for row in rows if row["id"] is not None]
+    return head, stop if stop < hi else None, events

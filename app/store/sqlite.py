@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,7 @@ from app.store.base import (
 )
 from app.store.group import AppendRequest, EarlierKeys, GroupCommitter, plan_group
 from app.store.migrate import apply_sqlite_migrations
+from app.store.seek import Seek, Window, id_range
 
 log = logging.getLogger(__name__)
 
@@ -115,22 +116,14 @@ def _explain(exc: sqlite3.Error, path: str) -> str:
     return f"the database failed: {text}"
 
 
-def _where(after: int, head: int, filt: EventFilter) -> tuple[str, list[Any]]:
-    clauses: list[str] = ["id > ?", "id <= ?"]
-    params: list[Any] = [after, head]
-    if filt.workflow_id is not None:
-        clauses.append("workflow_id = ?")
-        params.append(filt.workflow_id)
-    if filt.types is not None:
-        clauses.append(f"type IN ({','.join('?' * len(filt.types))})")
-        params.extend(sorted(filt.types))
-    if filt.since is not None:
-        clauses.append("ts >= ?")
-        params.append(filt.since)
-    if filt.until is not None:
-        clauses.append("ts < ?")
-        params.append(filt.until)
-    return " AND ".join(clauses), params
+#: The index each kind of keyed page reads (by: workflow ids given, types given).
+#: Named, because SQLite's planner, left alone, sometimes reads a workflow's whole
+#: range through (workflow_id, id) and checks each row's type.
+_INDEXES = {
+    (True, False): "events_workflow_id_id",
+    (False, True): "events_type_id",
+    (True, True): "events_workflow_id_type_id",
+}
 
 
 def _head(conn: sqlite3.Connection) -> int:
@@ -138,22 +131,72 @@ def _head(conn: sqlite3.Connection) -> int:
     return head
 
 
+def _first_at(conn: sqlite3.Connection, moment: str | None, head: int) -> int | None:
+    """The first id stamped at or after ``moment`` (``head + 1``: none yet), from
+    the ts index alone: it is ordered by (ts, rowid)."""
+    if moment is None:
+        return None
+    row = conn.execute(
+        "SELECT id FROM events WHERE ts >= ? ORDER BY ts, id LIMIT 1", (moment,)
+    ).fetchone()
+    return head + 1 if row is None else int(row[0])
+
+
+def _select(seek: Seek, window: Window, limit: int, newest: bool) -> tuple[str, list[Any]]:
+    """The page's rows in ``window``: by id order, or the page's ids from the
+    workflow/type index alone (at most ``limit`` per range) and then their rows."""
+    order = "DESC" if newest else "ASC"
+    clauses = ["id > ?", "id <= ?"]
+    params: list[Any] = [window.start, window.stop]
+    for column, values in (("workflow_id", seek.workflow_ids), ("type", seek.types)):
+        if values is not None:
+            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+    where = " AND ".join(clauses)
+    params.append(limit)
+    if not seek.keyed or seek.windowed:  # the id order bounds it: limit rows, or the window
+        return f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY id {order} LIMIT ?", params
+    index = _INDEXES[seek.workflow_ids is not None, seek.types is not None]
+    ids = f"SELECT id FROM events INDEXED BY {index} WHERE {where} ORDER BY id {order} LIMIT ?"
+    return f"SELECT {COLUMNS} FROM events WHERE id IN ({ids}) ORDER BY id {order}", params
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: the head, the id bounds and the rows agree."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:  # a read: ending it either way changes nothing
+            conn.execute("COMMIT")
+
+
+def _page(
+    conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter, newest: bool
+) -> tuple[list[Event], int, Window]:
+    """A page's events (in the order read), the head, and the window it looked at."""
+    seek = Seek.plan(filt, limit)
+    with _snapshot(conn):
+        head = _head(conn)  # rows up to the head are committed, so none can appear later
+        lo, hi = id_range(
+            after, head, _first_at(conn, filt.since, head), _first_at(conn, filt.until, head)
+        )
+        window = seek.window(lo, hi, newest)
+        if seek.matches_nothing or window.start >= window.stop:
+            return [], head, window
+        rows = conn.execute(*_select(seek, window, limit, newest)).fetchall()
+    return [Event.build(*row) for row in rows], head, window
+
+
 def _read(conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter) -> Page:
-    head = _head(conn)  # rows up to the head are committed, so none can appear later
-    where, params = _where(after, head, filt)
-    rows = conn.execute(
-        f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?", [*params, limit]
-    ).fetchall()
-    return Page.read([Event.build(*row) for row in rows], limit, after, head)
+    events, head, window = _page(conn, after, limit, filt, newest=False)
+    return Page.read(events, limit, after, head, window.stop if window.short else None)
 
 
 def _read_tail(conn: sqlite3.Connection, count: int, filt: EventFilter) -> Page:
-    head = _head(conn)
-    where, params = _where(0, head, filt)
-    rows = conn.execute(
-        f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY id DESC LIMIT ?", [*params, count]
-    ).fetchall()
-    return Page([Event.build(*row) for row in reversed(rows)], head)
+    events, head, _ = _page(conn, 0, count, filt, newest=True)
+    return Page(events[::-1], head)
 
 
 def _earlier_keys(conn: sqlite3.Connection, keys: list[str], now: float) -> EarlierKeys:

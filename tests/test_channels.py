@@ -22,6 +22,8 @@ from app.hub import Hub
 from app.store.sqlite import SqliteStore
 from tests.support import ServerProcess, collect_sse, event_ids
 
+pytestmark = pytest.mark.both_engines
+
 WORKFLOWS = ("wf_a", "wf_b", "wf_c")
 
 

@@ -19,12 +19,12 @@ from types import TracebackType
 
 from app.config import Retention, Settings
 from app.errors import EndReason, StoreUnavailable
-from app.events import Control, farewell
+from app.events import Control, Draft, farewell, fingerprint
 from app.hub import Hub
 from app.metrics import DeliveryMeter, Metrics
 from app.security.access import Access
 from app.security.admission import Admission
-from app.store import Store, open_store
+from app.store import Appended, Store, open_store
 from app.write_timeout import WriteWatch
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,19 @@ class Runtime:
         slot = Admitted(self, client, transport)
         await slot.acquire()
         return slot
+
+    async def publish(self, drafts: list[Draft], batch: bool, key: str | None) -> Appended:
+        """Append durably (once per idempotency key within its window), and count it;
+        the same for a POST and a WebSocket ``publish``."""
+        started = time.perf_counter()
+        if key is None:
+            events = await self.store.append(drafts)
+            appended = Appended(events, [(event.id, event.ts) for event in events])
+        else:
+            appended = await self.store.append_once(key, fingerprint(drafts, batch), drafts)
+        self.metrics.publish_latency.observe(time.perf_counter() - started)
+        self.metrics.published.inc(len(appended.events))
+        return appended
 
     def meter(self, transport: str) -> DeliveryMeter:
         return self.metrics.meter(transport)

@@ -343,7 +343,8 @@ def test_any_type_when_publishing_and_filtering(live: Live, name: str):
 @given(workflow_id=any_text | st.sampled_from(["validation_updates", "a" * 128, "a" * 129]))
 def test_any_workflow_id_when_publishing_and_reading(live: Live, workflow_id: str):
     """FAULTS 20, 48: a workflow id is accepted exactly when it matches the pattern (and is
-    not the reserved name); as a channel or filter any text gets a 404/400 JSON."""
+    not the reserved name); as a filter, a comma-separated list of channels reads and
+    anything else is a 400 JSON naming the bad channel."""
     response = live.http.post(
         "/api/events",
         content=orjson.dumps({"type": "prop.wf", "workflow_id": workflow_id}),
@@ -355,7 +356,8 @@ def test_any_workflow_id_when_publishing_and_reading(live: Live, workflow_id: st
     else:
         assert check_http(response)["error"] == "invalid_event"  # type: ignore[index]
     page = live.http.get("/api/events", params={"workflow_id": workflow_id, "limit": 1})
-    assert (check_http(page) or {"error": "ok"})["error"] == ("ok" if is_id else "bad_parameter")
+    expected = "ok" if is_channel_list(workflow_id) else "bad_channel"
+    assert (check_http(page) or {"error": "ok"})["error"] == expected
 
 
 @bounded(80)
@@ -367,15 +369,19 @@ def test_any_workflow_id_when_publishing_and_reading(live: Live, workflow_id: st
 @example(segment="1")
 @example(segment="")
 def test_any_channel_path_segment(live: Live, segment: str | bytes):
-    """FAULTS 48: any channel segment (any text or bytes, percent-encoded) is a stream or
-    404 JSON on /sse and /ws; the diagnosis and GET /api/events/{id} agree."""
+    """FAULTS 48: any channel segment (any text or bytes, percent-encoded) is a stream (a
+    comma-separated list of channels), a 400 JSON naming a bad channel, or a 404 JSON
+    (no such path) on /sse and /ws; the diagnosis and GET /api/events/{id} agree."""
     raw = segment if isinstance(segment, bytes) else segment.encode()
     encoded = quote_from_bytes(raw, safe="")
     if encoded.strip(".") == "":  # keep "." and ".." from being resolved by the client
         encoded = encoded.replace(".", "%2E")
     decoded = raw.decode("utf-8", "replace")  # how the server decodes the path
-    is_channel = bool(WORKFLOW_ID_RE.fullmatch(decoded))
-    expected = "ok" if is_channel else "not_found"
+    is_channel = is_channel_list(decoded)
+    if not decoded or "/" in decoded:
+        expected = "not_found"
+    else:
+        expected = "ok" if is_channel else "bad_channel"
     assert check_sse(live, f"/sse/{encoded}") == expected
     assert check_ws(live, f"/ws/{encoded}") == expected
     # The Quart routes: "/" inside is no route (404 JSON), a leading "/" makes "//", which
@@ -383,6 +389,7 @@ def test_any_channel_path_segment(live: Live, segment: str | bytes):
     diag = live.http.get(f"/api/diag/ws/{encoded}")
     if diag.status_code == 200:
         assert diag.json()["ok"] is is_channel
+        assert is_channel or diag.json()["reason"] == expected
     elif diag.status_code >= 400:
         assert check_http(diag)["error"] == "not_found"  # type: ignore[index]
         assert not is_channel
@@ -398,6 +405,12 @@ def test_any_channel_path_segment(live: Live, segment: str | bytes):
         assert check_http(one)["error"] == "not_found"  # type: ignore[index]
     else:
         assert one.status_code == 308 and decoded.startswith("/"), one
+
+
+def is_channel_list(text: str) -> bool:
+    """What the contract calls a channel list: 1..50 distinct valid names, comma-separated."""
+    names = text.split(",")
+    return all(WORKFLOW_ID_RE.fullmatch(name) for name in names) and len(set(names)) <= 50
 
 
 def holds(wait: str) -> bool:
@@ -466,8 +479,8 @@ def replay_verdict(name: str, value: str) -> str:
         valid = value == "0"  # follow=1 needs format=ndjson
     elif name == "types":
         valid = all(TYPE_RE.fullmatch(p.strip()) for p in value.split(",") if p.strip())
-    elif name == "workflow_id":
-        valid = bool(WORKFLOW_ID_RE.fullmatch(value))
+    elif name == "workflow_id":  # a list of channels; a bad one is named
+        return "ok" if is_channel_list(value) else "bad_channel"
     else:  # since, until: ISO 8601 with a timezone
         try:
             valid = (value.isascii() and len(value) <= 40  # the server caps the length

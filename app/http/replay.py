@@ -86,7 +86,8 @@ async def replay() -> Response:
     params = request.args.to_dict(flat=False)
     grant = await authorize_read(rt, params)
     query = parse_replay_query(params, request.headers.get("Accept", ""))
-    grant.require(query.filter.workflow_id or ALL_EVENTS_CHANNEL)
+    for channel in query.channels:
+        grant.require(channel)
     if query.format == "json":
         return await _page(rt, query, request_client(rt))
     return export_response(rt, query, request_client(rt), grant)

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.errors import bad_request
-from app.events import ALL_EVENTS_CHANNEL, WORKFLOW_ID_RE, EventFilter, utc_timestamp
-from app.query import parse_cursor, parse_int, parse_types, single
+from app.events import ALL_EVENTS_CHANNEL, EventFilter, utc_timestamp
+from app.query import (
+    Channels,
+    channel_list,
+    parse_cursor,
+    parse_int,
+    parse_types,
+    single,
+    workflow_ids,
+)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -30,6 +38,7 @@ class ReplayQuery:
     after: int
     limit: int
     filter: EventFilter
+    channels: Channels  # what the read credential must cover
     wait: float
     format: str
     follow: bool
@@ -73,11 +82,8 @@ def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> Repl
             f"known: {', '.join(sorted(KNOWN_PARAMS - {'_'}))}",
         )
     raw_after, raw_limit, raw_wait = (single(params, n) for n in ("after", "limit", "wait"))
-    workflow_id = single(params, "workflow_id")
-    if workflow_id == ALL_EVENTS_CHANNEL:  # the all-events channel's name, as on streams
-        workflow_id = None
-    if workflow_id is not None and not WORKFLOW_ID_RE.fullmatch(workflow_id):
-        raise bad_request("bad_parameter", f"workflow_id={workflow_id[:40]!r} is not a workflow id")
+    raw_channels = single(params, "workflow_id")  # a channel list, as on streams
+    channels = channel_list(raw_channels, "workflow_id") if raw_channels is not None else ()
     since, until = single(params, "since"), single(params, "until")
     if raw_wait is not None and not re.fullmatch(r"[0-9]{1,2}(\.[0-9]{1,3})?", raw_wait):
         raise bad_request("bad_parameter", f"wait={raw_wait[:20]!r}: use seconds in 0..30")
@@ -96,11 +102,12 @@ def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> Repl
         if raw_limit is not None
         else DEFAULT_LIMIT,
         filter=EventFilter(
-            workflow_id=workflow_id,
+            workflow_ids=workflow_ids(channels) if channels else None,
             types=parse_types(single(params, "types")),
             since=_timestamp(since, "since") if since is not None else None,
             until=_timestamp(until, "until") if until is not None else None,
         ),
+        channels=channels or (ALL_EVENTS_CHANNEL,),
         wait=wait,
         format=fmt,
         follow=follow == "1",

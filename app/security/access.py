@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from app.config import Settings
+from app.errors import ApiError
 from app.query import single
 from app.security.admission import Admission
 from app.security.tickets import BAD_TICKET, redeem_ticket
@@ -39,22 +40,33 @@ class Access:
         )
 
     async def stream(
-        self, client: str, authorization: str | None, params: Params, channel: str
+        self, client: str, authorization: str | None, params: Params, channels: Sequence[str]
     ) -> ReadGrant:
-        """A stream's credentials: a one-use ticket, else the read credential.
-        Returns what they grant, so that the stream can end when they expire."""
+        """A stream's credentials: a one-use ticket (for exactly these channels), else
+        the read credential.  Returns what they grant, so that the stream can end
+        when they expire."""
         ticket = single(params, "ticket")
         if not self.settings.reading_protected or ticket is None or bearer(authorization):
             grant = await self.read(client, authorization, params)
         else:
             await self.admission.check_auth_failures(client)
-            redeemed = await redeem_ticket(self._tickets, ticket, channel)
+            redeemed = await redeem_ticket(self._tickets, ticket, ",".join(channels))
             if redeemed is None:
                 await self.admission.note_auth_failure(client)
                 raise unauthorized(BAD_TICKET)
             grant = redeemed
-        grant.require(channel)
+        for channel in channels:
+            grant.require(channel)
         return grant
+
+    def may_publish(self, client: str, authorization: str | None) -> bool:
+        """Whether a connection's credentials allow publishing (asked once, at a
+        WebSocket handshake; each publish is still rate-limited)."""
+        try:
+            check_publish_access(authorization, client, self.settings)
+        except ApiError:
+            return False
+        return True
 
     async def publish(self, client: str, authorization: str | None) -> None:
         """The publish rate limit, then the publish credential (or loopback)."""

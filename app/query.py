@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.errors import ApiError, bad_request
-from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter
+from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter, is_workflow_id
 
 MAX_CURSOR = 2**63 - 1
 MAX_TAIL = 1000
@@ -66,7 +66,7 @@ def channel_filter(channel: str) -> str | None:
     """The workflow id a channel stands for (``None``: every event)."""
     if channel == ALL_EVENTS_CHANNEL:
         return None
-    if WORKFLOW_ID_RE.fullmatch(channel):
+    if is_workflow_id(channel):
         return channel
     raise not_found_stream(f"{channel[:80]!r} is not a channel name")
 
@@ -77,7 +77,7 @@ def not_found_stream(why: str) -> ApiError:
         "not_found",
         f"{why}. Valid stream paths: {', '.join(STREAM_PATHS)} where {{channel}} is "
         f"{ALL_EVENTS_CHANNEL!r} (every event) or a workflow id matching "
-        f"{WORKFLOW_ID_RE.pattern}, e.g. /ws/{ALL_EVENTS_CHANNEL}",
+        f"{WORKFLOW_ID_RE.pattern} other than '.' and '..', e.g. /ws/{ALL_EVENTS_CHANNEL}",
     )
 
 

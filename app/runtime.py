@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -77,6 +78,11 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     node: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: One thread for parsing large publish bodies: off the event loop, and one at a
+    #: time, so that neither the loop nor memory waits on several at once.
+    parser: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="livefeed-parse")
+    )
 
     @classmethod
     async def start(cls, settings: Settings, store: Store | None = None) -> Runtime:
@@ -132,6 +138,7 @@ class Runtime:
                 await task
         await self.hub.stop()
         await self.store.close()
+        self.parser.shutdown(wait=False, cancel_futures=True)
 
     async def _maintain_forever(self, retention: Retention | None) -> None:
         """About once a minute: apply retention, forget expired keys and tickets."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 import re
 import time
@@ -10,26 +12,22 @@ import orjson
 from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response
 
-from app.errors import ApiError
+from app.errors import ApiError, Rejected
 from app.events import Draft, Event, drafts_from_body
-from app.http.common import json_response, request_body, request_client, runtime
+from app.http.common import (
+    json_response,
+    request_body,
+    request_client,
+    require_json_content_type,
+    runtime,
+)
 from app.http.schemas import Error, PublishBody, Published
+from app.runtime import Runtime
 from app.store import Appended
 
 publishing = Blueprint("publishing", __name__)
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
-
-
-def _check_json_content_type() -> None:
-    mimetype = request.mimetype
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
-    if mimetype != "application/json" or charset not in ("utf-8", "utf8"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send 'Content-Type: application/json' (UTF-8); "
-            f"got {request.content_type or 'none'!r}",
-        )
+INLINE_PARSE_BYTES = 64 * 1024
 
 
 @publishing.post("/api/events")
@@ -50,9 +48,9 @@ async def publish() -> Response:
     """
     rt = runtime()
     await rt.access.publish(request_client(rt), request.headers.get("Authorization"))
-    _check_json_content_type()
+    require_json_content_type()
     key = _idempotency_key()
-    drafts, batch = drafts_from_body(await request_body(), rt.settings.max_event_bytes)
+    drafts, batch = await _drafts(rt, await request_body())
     started = time.perf_counter()
     if key is None:
         appended = Appended(events := await rt.store.append(drafts), _receipt(events))
@@ -63,6 +61,36 @@ async def publish() -> Response:
     ids = [{"id": event_id, "ts": ts} for event_id, ts in appended.receipt]
     headers = {"Idempotent-Replayed": "true"} if appended.replayed else {}
     return json_response(orjson.dumps({"events": ids} if batch else ids[0]), 201, headers)
+
+
+async def _drafts(rt: Runtime, body: bytes) -> tuple[list[Draft], bool]:
+    """The body's events, validated.  A large body is parsed on the runtime's parser
+    thread: its size says little about its cost (8 MB of ``[{},{},...]`` took 450 ms to
+    parse and build before the batch limit could refuse it), and meanwhile the event
+    loop keeps serving everyone else."""
+    limit = rt.settings.max_event_bytes
+    if len(body) <= INLINE_PARSE_BYTES:
+        return drafts_from_body(body, limit)
+    return await asyncio.get_running_loop().run_in_executor(rt.parser, _parse, body, limit)
+
+
+def _parse(body: bytes, limit: int) -> tuple[list[Draft], bool]:
+    """:func:`drafts_from_body` for the parser thread.
+
+    The cyclic garbage collector is paused meanwhile: parsing makes no cycles, and
+    a full collection over millions of fresh containers holds every thread, the
+    event loop's too (8 MB of ``[[],[],...]``: 2.1 s with it, 0.56 s without).  A
+    refusal is raised without its traceback, whose frames hold the parsed body, so
+    that the body is freed here and not on the event loop."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return drafts_from_body(body, limit)
+    except Rejected as refusal:
+        raise refusal.with_traceback(None) from None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _receipt(events: list[Event]) -> list[tuple[int, str]]:

@@ -55,7 +55,15 @@ UPGRADE = (
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1:1@evil.com", "127.0.0.1:80/evil", "127.0.0.1:x", "localhost evil.com", "[::1]x"],
+    [
+        "127.0.0.1:1@evil.com",
+        "127.0.0.1:80/evil",
+        "127.0.0.1:80:80",
+        "127.0.0.1:x",
+        "localhost evil.com",
+        "[::1]x",
+        "[::1]:80@evil.com",
+    ],
 )
 def test_a_host_with_junk_after_an_allowed_name_is_421(server: ServerProcess, host: str):
     """A Host that only starts like an allowed one is refused (421) on HTTP, SSE and WS."""

@@ -29,6 +29,11 @@ TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 TYPE_RE = re.compile(TYPE_PATTERN[1:-1])
 WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN[1:-1])
+#: Workflow ids are path segments (``/sse/{id}``), and these two are not: browsers and
+#: URL libraries resolve them away before sending, so no page could stream them.  (A
+#: log written before they were refused may still hold them: WORKFLOW_ID_RE is the
+#: form a stored id has.)
+DOT_SEGMENTS = frozenset({".", ".."})
 MAX_BATCH = 1000
 MAX_DATA_DEPTH = 64
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -38,6 +43,11 @@ SSE_SEPARATOR = "\n"
 #: page's ``onerror`` while the stream is open (pages that close on error then
 #: never reconnect).  No SSE event is ever named ``error``, ``message`` or ``open``.
 ERROR_CONTROL = "stream_error"
+
+
+def is_workflow_id(value: str) -> bool:
+    """A workflow id a publisher may use and a reader may name."""
+    return WORKFLOW_ID_RE.fullmatch(value) is not None and value not in DOT_SEGMENTS
 
 
 class EventIn(BaseModel):
@@ -305,6 +315,12 @@ def _draft(item: EventIn, index: int, batch: bool, max_event_bytes: int) -> Draf
         raise Rejected(
             "invalid_event",
             f"{where}workflow_id: {ALL_EVENTS_CHANNEL!r} is reserved for the all-events channel",
+        )
+    if item.workflow_id in DOT_SEGMENTS:
+        raise Rejected(
+            "invalid_event",
+            f"{where}workflow_id: {item.workflow_id!r} is not a workflow id "
+            "(URLs resolve it away, so no browser could stream it)",
         )
     data = item.data or {}
     if _depth(data) > MAX_DATA_DEPTH:

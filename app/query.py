@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.errors import ApiError, bad_request
-from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter
+from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter, is_workflow_id
 
 MAX_CURSOR = 2**63 - 1
 MAX_TAIL = 1000
@@ -36,7 +36,7 @@ class StreamRequest:
 
 def channel_name(name: str, where: str) -> str:
     """A channel name, or 400 naming it (``validation_updates`` or a workflow id)."""
-    if name != ALL_EVENTS_CHANNEL and not WORKFLOW_ID_RE.fullmatch(name):
+    if name != ALL_EVENTS_CHANNEL and not is_workflow_id(name):
         raise ApiError(
             400,
             "bad_channel",
@@ -111,7 +111,7 @@ def not_found_stream(why: str) -> ApiError:
         "not_found",
         f"{why}. Valid stream paths: {', '.join(STREAM_PATHS)} where {{channel}} is "
         f"{ALL_EVENTS_CHANNEL!r} (every event) or a workflow id matching "
-        f"{WORKFLOW_ID_RE.pattern}, e.g. /ws/{ALL_EVENTS_CHANNEL}",
+        f"{WORKFLOW_ID_RE.pattern} other than '.' and '..', e.g. /ws/{ALL_EVENTS_CHANNEL}",
     )
 
 

@@ -6,24 +6,17 @@ import orjson
 from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response
 
-from app.errors import ApiError
 from app.events import drafts_from_body, idempotency_key
-from app.http.common import json_response, request_body, request_client, runtime
+from app.http.common import (
+    json_response,
+    request_body,
+    request_client,
+    require_json_content_type,
+    runtime,
+)
 from app.http.schemas import Error, PublishBody, Published
 
 publishing = Blueprint("publishing", __name__)
-
-
-def _check_json_content_type() -> None:
-    mimetype = request.mimetype
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
-    if mimetype != "application/json" or charset not in ("utf-8", "utf8"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send 'Content-Type: application/json' (UTF-8); "
-            f"got {request.content_type or 'none'!r}",
-        )
 
 
 @publishing.post("/api/events")
@@ -44,9 +37,10 @@ async def publish() -> Response:
     """
     rt = runtime()
     await rt.access.publish(request_client(rt), request.headers.get("Authorization"))
-    _check_json_content_type()
+    require_json_content_type()
     key = idempotency_key(request.headers.get("Idempotency-Key"))
-    drafts, batch = drafts_from_body(await request_body(), rt.settings.max_event_bytes)
+    limit = rt.settings.max_event_bytes
+    drafts, batch = await rt.parse(lambda body: drafts_from_body(body, limit), await request_body())
     appended = await rt.publish(drafts, batch, key)
     ids = [{"id": event_id, "ts": ts} for event_id, ts in appended.receipt]
     headers = {"Idempotent-Replayed": "true"} if appended.replayed else {}

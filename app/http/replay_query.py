@@ -14,6 +14,7 @@ from datetime import datetime
 from app.errors import bad_request
 from app.events import ALL_EVENTS_CHANNEL, EventFilter, utc_timestamp
 from app.query import (
+    MAX_TAIL,
     Channels,
     channel_list,
     parse_cursor,
@@ -26,8 +27,10 @@ from app.query import (
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_WAIT_S = 30.0
+DEFAULT_FOLLOW_TAIL = 10  # as tail -f
 KNOWN_PARAMS = frozenset(
     {"after", "limit", "workflow_id", "types", "since", "until", "wait", "format", "follow"}
+    | {"tail"}
     | {"access_token", "ticket", "_"}  # credentials, and jQuery-style cache busters
 )
 FORMATS = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv"}
@@ -35,13 +38,19 @@ FORMATS = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": 
 
 @dataclass(frozen=True, slots=True)
 class ReplayQuery:
-    after: int
+    after: int | None  # None: not given (a follow then starts with the last ``tail``)
     limit: int
     filter: EventFilter
     channels: Channels  # what the read credential must cover
     wait: float
     format: str
     follow: bool
+    tail: int = 0
+
+    @property
+    def start(self) -> int:
+        """Where pages and exports start: after the cursor, or from the beginning."""
+        return self.after or 0
 
 
 def _timestamp(raw: str, name: str) -> str:
@@ -96,8 +105,11 @@ def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> Repl
     fmt = _format(params, accept)
     if follow == "1" and fmt != "ndjson":
         raise bad_request("bad_parameter", "follow=1 needs format=ndjson")
+    raw_tail = single(params, "tail")
+    if raw_tail is not None and follow != "1":
+        raise bad_request("bad_parameter", "tail applies to follow=1; pages use after and limit")
     return ReplayQuery(
-        after=parse_cursor(raw_after, "after") if raw_after is not None else 0,
+        after=parse_cursor(raw_after, "after") if raw_after is not None else None,
         limit=parse_int(raw_limit, "limit", 1, MAX_LIMIT)
         if raw_limit is not None
         else DEFAULT_LIMIT,
@@ -111,4 +123,5 @@ def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> Repl
         wait=wait,
         format=fmt,
         follow=follow == "1",
+        tail=DEFAULT_FOLLOW_TAIL if raw_tail is None else parse_int(raw_tail, "tail", 0, MAX_TAIL),
     )

@@ -8,7 +8,14 @@ from quart import Blueprint, Response
 
 from app.errors import ApiError
 from app.events import ALL_EVENTS_CHANNEL, parse_strict_json
-from app.http.common import authorize_read, json_response, request_body, runtime
+from app.http.common import (
+    authorize_read,
+    json_response,
+    request_body,
+    request_client,
+    require_json_content_type,
+    runtime,
+)
 from app.query import channel_list
 from app.security.tickets import issue_ticket
 
@@ -18,9 +25,13 @@ ticketing = Blueprint("ticketing", __name__)
 @ticketing.post("/api/stream-tickets")
 async def issue() -> Response:
     """A one-use ticket for one stream's channels, valid 30 s (less when the JWT it is
-    minted with expires sooner): body ``{"channel": "wf_a"}`` or ``"wf_a,wf_b"``."""
+    minted with expires sooner): body ``{"channel": "wf_a"}`` or ``"wf_a,wf_b"``, as
+    ``application/json``.  Rate-limited like new streams (LIVEFEED_CONNECT_RATE): each
+    ticket is a write to the store."""
     rt = runtime()
+    await rt.admission.check_ticket(request_client(rt))
     grant = await authorize_read(rt, {})
+    require_json_content_type()
     raw = await request_body()
     body = parse_strict_json(raw) if raw.strip() else {}
     channel = body.get("channel", ALL_EVENTS_CHANNEL) if isinstance(body, dict) else None

@@ -16,6 +16,7 @@ from app.security.tickets import BAD_TICKET, redeem_ticket
 from app.security.tokens import (
     ReadGrant,
     bearer,
+    check_figures_access,
     check_publish_access,
     check_read_access,
     unauthorized,
@@ -37,6 +38,19 @@ class Access:
         """The read credential (token, JWT, or ``access_token``); 401s are counted."""
         return await self.admission.authenticate(
             client, lambda: check_read_access(authorization, params, self.settings)
+        )
+
+    async def diagnose(
+        self, client: str, authorization: str | None, params: Params
+    ) -> ReadGrant:
+        """The read check of the handshake diagnosis, which any page may call: limited
+        like every other door, and the publish token is no read access there (a page
+        never holds it, so the verdict must not confirm a guess of it)."""
+        return await self.admission.authenticate(
+            client,
+            lambda: check_read_access(
+                authorization, params, self.settings, publish_token_reads=False
+            ),
         )
 
     async def stream(
@@ -67,6 +81,16 @@ class Access:
         except ApiError:
             return False
         return True
+
+    async def figures(
+        self, client: str, authorization: str | None, params: Params, *, scrape: bool
+    ) -> None:
+        """``/api/stats``, or ``/metrics`` (``scrape``): the metrics token or a read
+        credential (see :func:`check_figures_access`); 401s are counted."""
+        await self.admission.authenticate(
+            client,
+            lambda: check_figures_access(authorization, params, self.settings, scrape=scrape),
+        )
 
     async def publish(self, client: str, authorization: str | None) -> None:
         """The publish rate limit, then the publish credential (or loopback)."""

@@ -162,7 +162,7 @@ class Publishing:
             )
         try:
             await self._runtime.access.admission.check_publish(self._client)
-            parsed = parse_strict_json(text.encode())
+            parsed = await self._runtime.parse(parse_strict_json, text.encode())
             events = parsed.get("events")
             if not isinstance(events, list):
                 raise Rejected("invalid_event", "events must be an array of 1..1000 events")

@@ -111,7 +111,8 @@ def test_a_malformed_event_id_is_400(server: ServerProcess, event_id: str):
 @pytest.mark.parametrize("dots", [".", ".."])
 def test_dot_workflow_ids_are_refused_everywhere(server: ServerProcess, dots: str):
     """"." and ".." cannot be streamed by any browser (URLs resolve them away): refused at
-    publish (400), as a channel (404) and as a filter (400); "..." is a plain id."""
+    publish (400) and as a channel on every surface (400 bad_channel, like any bad
+    channel name); "..." is a plain id."""
     one = httpx.post(
         server.url + "/api/events",
         json={"type": "a", "workflow_id": dots},
@@ -123,13 +124,13 @@ def test_dot_workflow_ids_are_refused_everywhere(server: ServerProcess, dots: st
     )
     assert "events[1].workflow_id" in assert_error(batch, 400, "invalid_event")["detail"]
     encoded = dots.replace(".", "%2E")
-    assert_error(httpx.get(f"{server.url}/sse/{encoded}"), 404, "not_found")
+    assert_error(httpx.get(f"{server.url}/sse/{encoded}"), 400, "bad_channel")
     diag = httpx.get(f"{server.url}/api/diag/ws/{encoded}").json()
-    assert diag["ok"] is False and diag["reason"] == "not_found"
+    assert diag["ok"] is False and diag["reason"] == "bad_channel"
     answer = httpx.get(server.url + "/api/events", params={"workflow_id": dots})
-    assert_error(answer, 400, "bad_parameter")
+    assert_error(answer, 400, "bad_channel")
     ticket = httpx.post(server.url + "/api/stream-tickets", json={"channel": dots})
-    assert_error(ticket, 404, "not_found")
+    assert_error(ticket, 400, "bad_channel")
     assert server.events() == []
     assert server.publish({"type": "a", "workflow_id": "..."})
 

@@ -33,11 +33,6 @@ from app.events import EventFilter
 SCAN_BUDGET = 8192
 
 
-def workflow_ids(filt: EventFilter) -> frozenset[str] | None:
-    """The workflows a filter follows (``None``: all of them)."""
-    return None if filt.workflow_id is None else frozenset({filt.workflow_id})
-
-
 @dataclass(frozen=True, slots=True)
 class Window:
     """The ids ``(start, stop]`` a page looks at; ``short``: it stops before the
@@ -59,7 +54,7 @@ class Seek:
 
     @classmethod
     def plan(cls, filt: EventFilter, limit: int) -> Seek:
-        workflows = workflow_ids(filt)
+        workflows = filt.workflow_ids
         ids = None if workflows is None else tuple(sorted(workflows))
         types = None if filt.types is None else tuple(sorted(filt.types))
         ranges = prod(len(values) for values in (ids, types) if values is not None)

@@ -67,13 +67,14 @@ async def _page(rt: Runtime, query: ReplayQuery, client: str) -> Response:
     notices = [notice] if notice is not None else []
     page = await rt.store.read(after, query.limit + 1, query.filter)
     events = page.events
-    waited = not events and query.wait > 0 and not notices
+    # page.more: the scan stopped at its budget, so an empty page is not "caught up"
+    waited = not events and not page.more and query.wait > 0 and not notices
     if waited:
         events, notices = await _long_poll(rt, query, page.scanned_to, client)
-    has_more = len(events) > query.limit
+    has_more = len(events) > query.limit or page.more
     events = events[: query.limit]
     rt.meter("poll").record(events, replayed=not waited)
-    next_after = events[-1].id if events else after
+    next_after = page.scanned_to if page.more else events[-1].id if events else after
     return json_response(_page_body(events, next_after, has_more, notices))
 
 

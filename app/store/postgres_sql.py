@@ -147,13 +147,13 @@ def page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple
     seek = Seek.plan(filt, limit)
 
     def first_at(moment: str) -> str:  # head + 1 when no event is stamped then yet
-        return f"coalesce(({FIRST_AT_SQL.format(arg(moment))}), h.last_id + 1)"
+        return f"coalesce(({FIRST_AT_SQL.format(arg(moment))}), head + 1)"
 
-    lo, hi = "$1::bigint", "h.last_id"
+    lo, hi = "$1::bigint", "head"
     if filt.since is not None:
         lo = f"greatest($1, {first_at(filt.since)} - 1)"
     if filt.until is not None:
-        hi = f"least(h.last_id, {first_at(filt.until)} - 1)"
+        hi = f"least(head, {first_at(filt.until)} - 1)"
     start, stop = "lo", "hi"
     if seek.windowed and newest:
         start = f"greatest(lo, hi - {SCAN_BUDGET})"
@@ -162,7 +162,8 @@ def page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple
     nothing = f"SELECT {COLUMNS} FROM events WHERE false"
     rows = nothing if seek.matches_nothing else _rows(seek, newest, arg)
     sql = (
-        f"WITH b AS (SELECT h.last_id AS head, {lo} AS lo, {hi} AS hi FROM log_head AS h),"
+        f"WITH h AS (SELECT (SELECT last_id FROM log_head) AS head),"
+        f" b AS MATERIALIZED (SELECT head, {lo} AS lo, {hi} AS hi FROM h),"
         f" w AS (SELECT head, hi, {start} AS start, {stop} AS stop FROM b)"
         f" SELECT w.head, w.hi, w.stop, e.id, e.type, e.workflow_id, e.ts, e.data"
         f" FROM w LEFT JOIN LATERAL ({rows}) AS e ON true ORDER BY e.id"

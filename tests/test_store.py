@@ -10,10 +10,15 @@ before each test); tests that need an untouched database make their own.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -22,11 +27,14 @@ import pytest_asyncio
 
 from app.config import Retention, Settings
 from app.errors import IdempotencyConflict, StoreUnavailable
-from app.events import Draft, Event, EventFilter
+from app.events import Draft, Event, EventFilter, utc_timestamp
 from app.store import Store, open_store
 from app.store.base import IDEMPOTENCY_WINDOW_S, Bounds, Page
 from app.store.migrate import load_migrations
 from app.store.postgres import PostgresStore, apply_postgres_migrations
+from app.store.postgres_sql import page_query
+from app.store.seek import SCAN_BUDGET
+from app.store.sqlite import SqliteStore, read_page, read_tail_page
 from tests.support import fresh_postgres_url, refused_port
 
 pytestmark = pytest.mark.both_engines
@@ -223,6 +231,140 @@ async def test_scanned_to_with_filters(store: Store) -> None:
     assert await_ids(await store.read(0, 10, since)) == ([4, 5, 6], 6)
     assert await_ids(await store.read(0, 10, until)) == ([1, 2, 3], 6)
     assert await_ids(await store.read_tail(1, until)) == ([3], 6)
+
+
+@pytest.mark.asyncio
+async def test_since_and_until_bound_the_ids_a_page_reads(store: Store) -> None:
+    """since/until as id bounds: inclusive and exclusive, with a cursor, and with no
+    event at the moment yet; a page past them is scanned to the head."""
+    first = await store.append(drafts(3))
+    await asyncio.sleep(0.002)
+    second = await store.append(drafts(3))
+    between = utc_timestamp(datetime.fromisoformat(first[0].ts) + timedelta(microseconds=1))
+    assert first[0].ts < between < second[0].ts
+
+    async def read(after: int, **bounds: str) -> tuple[list[int], int]:
+        return await_ids(await store.read(after, 10, EventFilter(**bounds)))
+
+    assert await read(0, since=between) == ([4, 5, 6], 6)
+    assert await read(0, until=between) == ([1, 2, 3], 6)
+    assert await read(2, since=first[0].ts, until=second[0].ts) == ([3], 6)
+    assert await read(5, since=first[0].ts) == ([6], 6)
+    assert await read(0, since=FUTURE) == ([], 6)
+    assert await read(0, until=FUTURE) == ([1, 2, 3, 4, 5, 6], 6)
+    assert await read(0, until=PAST) == ([], 6)
+    assert await_ids(await store.read_tail(2, EventFilter(since=between))) == ([5, 6], 6)
+    assert await_ids(await store.read_tail(2, EventFilter(until=between))) == ([2, 3], 6)
+
+
+PAST, FUTURE = "0001-01-02T00:00:00.000000Z", "9999-01-01T00:00:00.000000Z"
+FEW = [Draft(t, w, "{}") for t in ("a", "b", "c") for w in ("wf_1", "wf_2", "wf_3")]
+#: Matches none of the shapes below, and makes each single index range grow: the
+#: workflow wf_1's, wf_2's, and the types noise's and other's.
+NOISE = [Draft("noise", "wf_1", "{}"), Draft("other", "wf_2", "{}")] * 2500
+#: Many types: too many ranges for one page of 1000, so the page is windowed.
+MANY_TYPES = frozenset({f"t{n}" for n in range(20)} | {"a"})
+#: (name, limit, filter, newest): page shapes that once scanned the log, and others.
+SHAPES: list[tuple[str, int, EventFilter, bool]] = [
+    ("until in the past", 101, EventFilter(until=PAST), False),
+    ("until in the past, four types", 101, EventFilter(until=PAST, types=frozenset("abcd")), False),
+    ("since in the future", 101, EventFilter(since=FUTURE), False),
+    ("until the noise", 1000, EventFilter(until="noise"), False),
+    ("a workflow, a type it lacks", 1000, EventFilter(frozenset({"wf_1"}), frozenset("x")), False),
+    ("a workflow, others' type", 1000, EventFilter(frozenset({"wf_2"}), frozenset({"noise"})), False),
+    ("workflows x types", 1000, EventFilter(frozenset({"wf_1", "wf_2"}), frozenset("ab")), False),
+    ("four types", 101, EventFilter(types=frozenset({"a", "b", "c", "nope"})), False),
+    ("two workflows", 1000, EventFilter(workflow_ids=frozenset({"wf_2", "wf_3"})), False),
+    ("many types (windowed)", 1000, EventFilter(types=MANY_TYPES), False),
+    ("tail of a workflow's type", 50, EventFilter(frozenset({"wf_1"}), frozenset("a")), True),
+]
+
+
+async def visits(store: Store, after: int, limit: int, filt: EventFilter, newest: bool) -> int:
+    """The work one page costs in the database: SQLite virtual machine steps, or
+    PostgreSQL rows that scan nodes produced or filtered out (EXPLAIN ANALYZE)."""
+    if isinstance(store, SqliteStore):
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        conn = sqlite3.connect(store.path, isolation_level=None)
+        conn.set_progress_handler(step, 1)
+        try:
+            if newest:
+                read_tail_page(conn, limit, filt)
+            else:
+                read_page(conn, after, limit, filt)
+        finally:
+            conn.close()
+        return steps
+    assert isinstance(store, PostgresStore)
+    sql, params = page_query(after, limit, filt, newest)
+    conn = await asyncpg.connect(store.url)
+    try:
+        await conn.execute("ANALYZE events")  # statistics as autovacuum keeps them
+        plan = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *params))
+    finally:
+        await conn.close()
+
+    def rows(node: dict[str, Any]) -> float:
+        here = 0.0
+        if "Scan" in node["Node Type"]:
+            seen = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            here = seen * node["Actual Loops"]
+        return here + sum(rows(child) for child in node.get("Plans", []))
+
+    return round(rows(plan[0]["Plan"]))
+
+
+@pytest.mark.asyncio
+async def test_a_page_costs_the_same_however_long_the_log(store: Store) -> None:
+    """Each page shape visits about as much with 40,000 non-matching events in the log
+    as without them: filters read index ranges, never the log around them."""
+    for _ in range(30):
+        await store.append(FEW)
+    await asyncio.sleep(0.002)
+    noise = await store.append(NOISE)
+    shapes = [
+        (name, limit, replace(f, until=noise[0].ts) if f.until == "noise" else f, newest)
+        for name, limit, f, newest in SHAPES
+    ]
+
+    async def measure() -> dict[str, tuple[int, list[int]]]:
+        found: dict[str, tuple[int, list[int]]] = {}
+        for name, limit, f, newest in shapes:
+            page = await (store.read_tail(limit, f) if newest else store.read(0, limit, f))
+            found[name] = (await visits(store, 0, limit, f, newest), ids(page.events))
+        return found
+
+    small = await measure()
+    for _ in range(7):
+        await store.append(NOISE)
+    large = await measure()
+
+    for name, (cost, found) in small.items():
+        assert large[name][1] == found, name  # the same events either way
+        assert large[name][0] <= 2 * cost + 500, f"{name}: {cost} -> {large[name][0]}"
+
+
+@pytest.mark.asyncio
+async def test_a_page_with_too_many_ranges_stops_at_its_budget_and_says_so(store: Store) -> None:
+    """A windowed page looks at SCAN_BUDGET ids: empty, more, scanned_to moved on; the
+    next page goes on from there; with few ranges the same event is found at once."""
+    await store.append([Draft("x", None, "{}")] * 5000)
+    await store.append([Draft("x", None, "{}")] * 5000)
+    (late,) = await store.append([Draft("a", None, "{}")])
+    many = EventFilter(types=MANY_TYPES)
+
+    assert await store.read(0, 1000, many) == Page([], SCAN_BUDGET, more=True)
+    page = await store.read(SCAN_BUDGET, 1000, many)
+    assert ids(page.events) == [late.id] and (page.scanned_to, page.more) == (late.id, False)
+    assert ids((await store.read_tail(1000, many)).events) == [late.id]
+    one = await store.read(0, 1000, EventFilter(types=frozenset({"a"})))
+    assert ids(one.events) == [late.id] and not one.more
 
 
 @pytest.mark.asyncio

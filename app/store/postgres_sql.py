@@ -99,32 +99,49 @@ SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM tickets)
 
 # The first id stamped at or after a moment, from the first entry of (ts, id).
 FIRST_AT_SQL = "SELECT id FROM events WHERE ts >= {} ORDER BY ts, id LIMIT 1"
+HEAD_SQL = "(SELECT last_id FROM log_head)"
+MAX_ID = 2**63 - 1
 
 
-def _rows(seek: Seek, newest: bool, arg: Callable[[Any], str]) -> str:
-    """The page's rows with ids in ``(w.start, w.stop]`` (see :mod:`app.store.seek`):
-    by id order; or, keyed, up to ``$2`` ids from each (workflow, type) range of
-    the index (one LATERAL index scan per pair of ``unnest``), then their rows."""
+def _rows(seek: Seek, start: str, stop: str | None, newest: bool, arg: Callable[[Any], str]) -> str:
+    """The page's rows with ids in ``(start, stop]`` (``stop`` ``None``: up to the
+    head, which needs no bound: the statement sees no row beyond it).
+
+    By id order; or, keyed, up to ``$2`` ids from each (workflow, type) range of
+    its index (one LATERAL index scan per pair of ``unnest``), then the page's
+    rows by id.  Each range is a row comparison on its index's own columns,
+    ordered by them: only that index reads it in order.  With ``type = $k`` the
+    planner, which knows only an average type, may read the id order and filter
+    it, through the whole log for a rare type (seen with a type of 0.3 %)."""
     order = "DESC" if newest else "ASC"
-    span = "id > w.start AND id <= w.stop"
     if not seek.keyed or seek.windowed:  # the id order bounds it: $2 rows, or the window
+        span = f"id > {start}" + ("" if stop is None else f" AND id <= {stop}")
         where = "".join(
             f" AND {column} = ANY({arg(list(values))}::text[])"
             for column, values in (("workflow_id", seek.workflow_ids), ("type", seek.types))
             if values is not None
         )
         return f"SELECT {COLUMNS} FROM events WHERE {span}{where} ORDER BY id {order} LIMIT $2"
-    keys, equal = [], []
+    keys, columns = [], []
     for column, values in (("workflow_id", seek.workflow_ids), ("type", seek.types)):
         if values is not None:
             keys.append(f"unnest({arg(list(values))}::text[]) AS k_{column} (v)")
-            equal.append(f"{column} = k_{column}.v")
+            columns.append(column)
+    index = ", ".join([*columns, "id"])
+    key = ", ".join(f"k_{column}.v" for column in columns)
     ranges = (
         f"SELECT r.id FROM {' CROSS JOIN '.join(keys)} CROSS JOIN LATERAL"
-        f" (SELECT id FROM events WHERE {' AND '.join(equal)} AND {span}"
-        f" ORDER BY id {order} LIMIT $2) AS r ORDER BY r.id {order} LIMIT $2"
+        f" (SELECT id FROM events WHERE ({index}) > ({key}, {start})"
+        f" AND ({index}) <= ({key}, {stop or MAX_ID})"
+        f" ORDER BY {', '.join(f'{c} {order}' for c in [*columns, 'id'])} LIMIT $2) AS r"
+        f" ORDER BY r.id {order} LIMIT $2"
     )
-    return f"SELECT {COLUMNS} FROM events WHERE id IN ({ranges}) ORDER BY id {order}"
+    # each row by its id; LIMIT 1 keeps this a lookup per id, never a hash join
+    # that reads the whole table to meet the page's ids
+    return (
+        f"SELECT row.* FROM ({ranges}) AS page CROSS JOIN LATERAL"
+        f" (SELECT {COLUMNS} FROM events WHERE id = page.id LIMIT 1) AS row"
+    )
 
 
 def page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple[str, list[Any]]:
@@ -132,11 +149,13 @@ def page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple
     up to ``limit`` matching rows in ``(after, head]``, in one statement.
 
     One statement is one snapshot: every id up to the head it sees has
-    committed in that snapshot (ids commit in order), so the rows read are
-    exactly the committed ones and ``head`` is a safe ``scanned_to``.  The
-    LEFT JOIN yields one row with a NULL id when nothing matches.  The id
-    bounds and the window follow :func:`app.store.seek.id_range` and
-    :meth:`app.store.seek.Seek.window`, written in SQL.
+    committed in that snapshot (ids commit in order, each with its head
+    update), and no later one is visible, so the rows read are exactly the
+    committed ones and ``head`` is a safe ``scanned_to``.  The LEFT JOIN yields
+    one row with a NULL id when nothing matches.  The id bounds and the window
+    follow :func:`app.store.seek.id_range` and
+    :meth:`app.store.seek.Seek.window`, written in SQL as uncorrelated
+    subqueries, each run once before the scan.
     """
     params: list[Any] = [after, limit]
 
@@ -144,29 +163,27 @@ def page_query(after: int, limit: int, filt: EventFilter, newest: bool) -> tuple
         params.append(value)
         return f"${len(params)}"
 
-    seek = Seek.plan(filt, limit)
-
     def first_at(moment: str) -> str:  # head + 1 when no event is stamped then yet
-        return f"coalesce(({FIRST_AT_SQL.format(arg(moment))}), head + 1)"
+        return f"coalesce(({FIRST_AT_SQL.format(arg(moment))}), {HEAD_SQL} + 1)"
 
-    lo, hi = "$1::bigint", "head"
+    seek = Seek.plan(filt, limit)
+    lo, hi = "$1::bigint", HEAD_SQL
     if filt.since is not None:
         lo = f"greatest($1, {first_at(filt.since)} - 1)"
     if filt.until is not None:
-        hi = f"least(head, {first_at(filt.until)} - 1)"
-    start, stop = "lo", "hi"
+        hi = f"least({HEAD_SQL}, {first_at(filt.until)} - 1)"
+    start, stop = lo, hi
     if seek.windowed and newest:
-        start = f"greatest(lo, hi - {SCAN_BUDGET})"
+        start = f"greatest({lo}, {hi} - {SCAN_BUDGET})"
     elif seek.windowed:
-        stop = f"least(hi, lo + {SCAN_BUDGET})"
+        stop = f"least({hi}, {lo} + {SCAN_BUDGET})"
     nothing = f"SELECT {COLUMNS} FROM events WHERE false"
-    rows = nothing if seek.matches_nothing else _rows(seek, newest, arg)
+    bound = None if stop == HEAD_SQL else stop
+    rows = nothing if seek.matches_nothing else _rows(seek, start, bound, newest, arg)
     sql = (
-        f"WITH h AS (SELECT (SELECT last_id FROM log_head) AS head),"
-        f" b AS MATERIALIZED (SELECT head, {lo} AS lo, {hi} AS hi FROM h),"
-        f" w AS (SELECT head, hi, {start} AS start, {stop} AS stop FROM b)"
-        f" SELECT w.head, w.hi, w.stop, e.id, e.type, e.workflow_id, e.ts, e.data"
-        f" FROM w LEFT JOIN LATERAL ({rows}) AS e ON true ORDER BY e.id"
+        f"SELECT {HEAD_SQL} AS head, {hi} AS hi, {stop} AS stop,"
+        f" e.id, e.type, e.workflow_id, e.ts, e.data"
+        f" FROM (VALUES (1)) AS one LEFT JOIN ({rows}) AS e ON true ORDER BY e.id"
     )
     return sql, params
 

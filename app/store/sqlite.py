@@ -62,6 +62,7 @@ class _Thread:
         self._path = path
         self._max_bytes = max_bytes
         self._conn: sqlite3.Connection | None = None
+        self.busy = 0  # calls queued or running here
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
@@ -82,10 +83,13 @@ class _Thread:
                 self._connect()
             return fn(self._conn, *args)
 
+        self.busy += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except sqlite3.Error as exc:
             raise StoreUnavailable(_explain(exc, self._path)) from exc
+        finally:
+            self.busy -= 1
 
     async def close(self) -> None:
         def shut() -> None:
@@ -189,12 +193,14 @@ def _page(
     return [Event.build(*row) for row in rows], head, window
 
 
-def _read(conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter) -> Page:
+def read_page(conn: sqlite3.Connection, after: int, limit: int, filt: EventFilter) -> Page:
+    """:meth:`SqliteStore.read` on a connection (the store runs it on a reader thread)."""
     events, head, window = _page(conn, after, limit, filt, newest=False)
     return Page.read(events, limit, after, head, window.stop if window.short else None)
 
 
-def _read_tail(conn: sqlite3.Connection, count: int, filt: EventFilter) -> Page:
+def read_tail_page(conn: sqlite3.Connection, count: int, filt: EventFilter) -> Page:
+    """:meth:`SqliteStore.read_tail` on a connection."""
     events, head, _ = _page(conn, 0, count, filt, newest=True)
     return Page(events[::-1], head)
 
@@ -287,7 +293,9 @@ class SqliteStore:
         self._poll_interval_s = poll_interval_s
         self._writer = _Thread(self.path, "livefeed-sqlite-writer", max_bytes)
         self._readers = [_Thread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)]
-        self._next_reader = 0
+        # Point lookups (bounds for a handshake, one event, the head poll) never queue
+        # behind pages: each page is bounded, but many readers' pages add up.
+        self._lookup = _Thread(self.path, "livefeed-sqlite-lookup")
         self._watch = HeadWatch()
         self._committer = GroupCommitter(self._commit_group, self._watch.committed)
         self._tasks: list[asyncio.Task[None]] = []
@@ -297,7 +305,7 @@ class SqliteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         await self._writer.start()
         await self._writer.run(apply_sqlite_migrations)
-        for reader in self._readers:
+        for reader in [*self._readers, self._lookup]:
             await reader.start()
         self._watch.advance((await self.bounds()).latest_id)
         self._committer.start()
@@ -310,12 +318,13 @@ class SqliteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._committer.stop()
-        for thread in [self._writer, *self._readers]:
+        for thread in [self._writer, *self._readers, self._lookup]:
             await thread.close()
 
     def _reader(self) -> _Thread:
-        self._next_reader = (self._next_reader + 1) % len(self._readers)
-        return self._readers[self._next_reader]
+        """The page reader with the fewest calls waiting: a page waits for as few
+        others as possible (each is bounded by its page, :mod:`app.store.seek`)."""
+        return min(self._readers, key=lambda reader: reader.busy)
 
     async def append(self, drafts: Sequence[Draft]) -> list[Event]:
         return (await self._committer.submit(AppendRequest(drafts))).events
@@ -358,7 +367,7 @@ class SqliteStore:
 
     async def _poll_loop(self) -> None:
         """Notice appends made by other processes (``PRAGMA data_version`` moves)."""
-        poller = self._readers[0]
+        poller = self._lookup
         version = None
         while True:
             await asyncio.sleep(self._poll_interval_s)
@@ -371,17 +380,17 @@ class SqliteStore:
                 log.warning("polling the log head failed: %s", exc)
 
     async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
-        return await self._reader().run(_read, after, limit, filter)
+        return await self._reader().run(read_page, after, limit, filter)
 
     async def read_tail(self, count: int, filter: EventFilter = EVERYTHING) -> Page:
-        return await self._reader().run(_read_tail, count, filter)
+        return await self._reader().run(read_tail_page, count, filter)
 
     async def get(self, event_id: int) -> Event | None:
         def fetch(conn: sqlite3.Connection) -> Event | None:
             row = conn.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
             return Event.build(*row) if row else None
 
-        return await self._reader().run(fetch)
+        return await self._lookup.run(fetch)
 
     async def bounds(self) -> Bounds:
         def fetch(conn: sqlite3.Connection) -> Bounds:
@@ -389,7 +398,7 @@ class SqliteStore:
             oldest = conn.execute("SELECT min(id) FROM events").fetchone()[0]
             return Bounds(oldest_id=oldest if oldest is not None else head + 1, latest_id=head)
 
-        return await self._reader().run(fetch)
+        return await self._lookup.run(fetch)
 
     async def count(self) -> int:
         return await self._reader().run(
@@ -409,7 +418,7 @@ class SqliteStore:
         self._watch.on_commit(listener)
 
     async def ping(self) -> None:
-        await self._reader().run(lambda c: c.execute("SELECT 1 FROM log_head").fetchone())
+        await self._lookup.run(lambda c: c.execute("SELECT 1 FROM log_head").fetchone())
         await self._writer.run(_probe_write_lock, self.path)
         failure = self._committer.recent_failure
         if failure is not None:

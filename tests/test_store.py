@@ -10,10 +10,12 @@ before each test); tests that need an untouched database make their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -271,7 +273,7 @@ SHAPES: list[tuple[str, int, EventFilter, bool]] = [
     ("since in the future", 101, EventFilter(since=FUTURE), False),
     ("until the noise", 1000, EventFilter(until="noise"), False),
     ("a workflow, a type it lacks", 1000, EventFilter(frozenset({"wf_1"}), frozenset("x")), False),
-    ("a workflow, others' type", 1000, EventFilter(frozenset({"wf_2"}), frozenset({"noise"})), False),
+    ("another's type", 1000, EventFilter(frozenset({"wf_2"}), frozenset({"noise"})), False),
     ("workflows x types", 1000, EventFilter(frozenset({"wf_1", "wf_2"}), frozenset("ab")), False),
     ("four types", 101, EventFilter(types=frozenset({"a", "b", "c", "nope"})), False),
     ("two workflows", 1000, EventFilter(workflow_ids=frozenset({"wf_2", "wf_3"})), False),
@@ -495,6 +497,45 @@ async def test_stream_tickets_work_once_for_their_channel(stores: OpenStore) -> 
         node_b.redeem_ticket("t1", "validation_updates", now),
     )
     assert sorted(result is not None for result in results) == [False, True]
+
+
+# SQLite only
+
+
+@contextlib.asynccontextmanager
+async def busy(readers: list[Any]) -> AsyncIterator[None]:
+    """Hold each of these SQLite reader threads in a call until the block ends."""
+    release = threading.Event()
+    held = [asyncio.create_task(reader.run(lambda _conn: release.wait(10))) for reader in readers]
+    await asyncio.sleep(0.05)  # the calls are running
+    try:
+        yield
+    finally:
+        release.set()
+        await asyncio.gather(*held)
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.asyncio
+async def test_lookups_are_answered_while_every_page_reader_is_busy(store: Store) -> None:
+    """A handshake's bounds, one event and readiness never queue behind pages."""
+    assert isinstance(store, SqliteStore)
+    await store.append(drafts(3))
+    async with busy(store._readers), asyncio.timeout(2):
+        assert await store.bounds() == Bounds(oldest_id=1, latest_id=3)
+        assert await store.get(2) is not None
+        await store.ping()
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.asyncio
+async def test_a_page_goes_to_the_reader_with_the_fewest_calls_waiting(store: Store) -> None:
+    """With one reader held by a long call, every page is read by the other."""
+    assert isinstance(store, SqliteStore)
+    await store.append(drafts(3))
+    async with busy(store._readers[:1]), asyncio.timeout(2):
+        for _ in range(4):
+            assert ids((await store.read(0, 10)).events) == [1, 2, 3]
 
 
 # PostgreSQL only

@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from app.store.seek import SCAN_BUDGET
 from tests.support import ROOT, ServerProcess, assert_error, collect_sse, event_ids
 
 pytestmark = pytest.mark.both_engines
@@ -97,6 +98,32 @@ def test_long_poll_returns_as_soon_as_an_event_commits(server: ServerProcess):
     page, elapsed = asyncio.run(scenario())
     assert [e["id"] for e in page["events"]] == [3]
     assert elapsed < 10  # it did not wait for the 20 s timeout
+
+
+def test_a_page_over_its_scan_budget_may_be_empty_with_has_more(server: ServerProcess):
+    """21 types x 1000 is too many index ranges for one page: it looks at SCAN_BUDGET
+    ids, answers at once (no long-poll), and next_after moves on to where it stopped;
+    with limit=100 the same filter reads its ranges and finds the event at once."""
+    for _ in range(9):
+        server.publish([{"type": "x"}] * 1000)
+    [late] = server.publish({"type": "late"})
+    types = ",".join([*(f"t{n}" for n in range(20)), "late"])
+
+    started = time.monotonic()
+    page = get(server, types=types, limit=1000, wait=5).json()
+    assert time.monotonic() - started < 3
+    assert page == {"events": [], "next_after": SCAN_BUDGET, "has_more": True, "notices": []}
+    page = get(server, types=types, limit=1000, after=SCAN_BUDGET).json()
+    assert [e["id"] for e in page["events"]] == [late] and page["has_more"] is False
+    assert page["next_after"] == late
+    page = get(server, types=types, limit=100).json()
+    assert [e["id"] for e in page["events"]] == [late] and page["has_more"] is False
+
+    async def stream() -> list[int]:
+        url = f"{server.url}/sse/validation_updates?types={types}&last_event_id=0"
+        return event_ids(await collect_sse(url, lambda messages: late in event_ids(messages)))
+
+    assert asyncio.run(stream()) == [late]  # the stream read on past the empty pages
 
 
 def test_long_poll_times_out_with_an_empty_page(server: ServerProcess):

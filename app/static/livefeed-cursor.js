@@ -73,6 +73,16 @@ export class Cursor {
   }
 
   /**
+   * The channels changed: keep only the recent events `keep` accepts. When
+   * channels were added, the ring is complete only from the cursor on (their
+   * older events were never seen), unless `complete`.
+   */
+  retain(keep, complete) {
+    this._ring = this._ring.filter(keep);
+    if (!complete && this.value() !== null) this._floor = this.value();
+  }
+
+  /**
    * What a tab whose cursor is `after` has missed: `events` newer than it, and
    * `complete` when the ring reaches back that far. With no cursor, the
    * newest `tail` events (a first paint).

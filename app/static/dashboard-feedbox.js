@@ -34,6 +34,7 @@ export class FeedBox {
     this._queue = [];          // nodes to add at the next frame, newest first
     this._frame = 0;
     this._gliding = false;
+    this._asked = false;       // the reader asked for this glide (the button): pointing does not stop it
     this._engaged = new Set(); // 'pointer', 'focus'
     this._held = 0;
     this._heldAtTop = false;   // the hold began with the reader at the top
@@ -47,7 +48,7 @@ export class FeedBox {
     scroller.addEventListener('pointerleave', () => this._engage('pointer', false));
     scroller.addEventListener('focusin', () => this._engage('focus', true));
     scroller.addEventListener('focusout', (e) => { if (!scroller.contains(e.relatedTarget)) this._engage('focus', false); });
-    scroller.addEventListener('wheel', () => { this._gliding = false; }, { passive: true });
+    scroller.addEventListener('wheel', () => { this._gliding = this._asked = false; }, { passive: true });
     scroller.addEventListener('scroll', () => this._scrolled(), { passive: true });
     jump?.addEventListener('click', () => this.toTop());
   }
@@ -81,7 +82,7 @@ export class FeedBox {
   toTop() {
     this._release();
     if (this._reduced()) this._scroller.scrollTop = 0;
-    else this._gliding = true;
+    else this._gliding = this._asked = true;
     this._schedule();
   }
 
@@ -102,13 +103,13 @@ export class FeedBox {
     const nodes = this._queue;
     this._queue = [];
     const anchor = this._list.firstElementChild;
-    const before = anchor ? anchor.offsetTop : 0;
+    const before = anchor ? anchor.getBoundingClientRect().top : 0;
     const follow = this.following;
     const atTop = this._scroller.scrollTop <= TOP_SLACK_PX;
     this._list.prepend(...nodes);
     while (this._list.childElementCount > this._max) this._list.lastElementChild.remove();
     if (!anchor?.isConnected) return;
-    const top = this._scroller.scrollTop + anchor.offsetTop - before;
+    const top = this._scroller.scrollTop + anchor.getBoundingClientRect().top - before;
     const need = top + this._scroller.clientHeight - this._list.offsetHeight; // the blank that lets it scroll to `top`
     if (need > this._pad) this._padBy(need - this._pad);
     this._scroller.scrollTop = top;
@@ -119,13 +120,14 @@ export class FeedBox {
   _step() {
     const top = this._scroller.scrollTop;
     this._gliding = top > 1;
+    this._asked &&= this._gliding;
     this._scroller.scrollTop = this._gliding ? Math.floor(top * (1 - GLIDE_STEP)) : 0;
   }
 
   _engage(why, on) {
     if (on) {
       this._engaged.add(why);
-      this._gliding = false;
+      this._gliding &&= this._asked;
       return;
     }
     this._engaged.delete(why);

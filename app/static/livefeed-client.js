@@ -56,7 +56,7 @@
 
 import { ALL_EVENTS_CHANNEL, channelKey, channelList, covers, sameChannels } from './livefeed-channels.js';
 import { Connector } from './livefeed-connector.js';
-import { Cursor, openStorage, saveSnapshot } from './livefeed-cursor.js';
+import { Cursor, Snapshots } from './livefeed-cursor.js';
 import { Endpoints } from './livefeed-endpoints.js';
 import { Share, canShare } from './livefeed-share.js';
 import { TRANSPORTS } from './livefeed-transports.js';
@@ -92,7 +92,6 @@ export const DEFAULT_OPTIONS = Object.freeze({
 
 const LOG_KEPT = 50;        // log lines kept (a joining tab gets the last SYNC_LOG)
 const SYNC_LOG = 20;
-const PERSIST_MS = 1000;    // a burst of events is stored once
 const GLOBAL_EVENTS = ['online', 'offline', 'pagehide'];
 
 /** A CustomEvent for log events, with where the event came from. */
@@ -125,7 +124,7 @@ export class LivefeedClient extends EventTarget {
     this._role = null;
     this._status = { state: 'disconnected', transport: null, reason: 'Not started', role: null };
     this._logLines = [];
-    this._persistTimer = 0;
+    this._snapshots = null;
     this._share = null;
     this._cursor = new Cursor({ ring: Math.max(o.keep, o.tail, 1) });
     this._endpoints = new Endpoints({
@@ -151,7 +150,7 @@ export class LivefeedClient extends EventTarget {
   start() {
     if (this._running) return;
     this._running = true;
-    this._storage = openStorage(this.options.storage);
+    this._snapshots = new Snapshots(this.options.storage, this._cursor, { keep: this.options.keep, budget: this.options.storageBytes });
     this._restore();
     for (const t of GLOBAL_EVENTS) globalThis.addEventListener?.(t, this._onGlobal);
     globalThis.document?.addEventListener('visibilitychange', this._onGlobal);
@@ -168,11 +167,10 @@ export class LivefeedClient extends EventTarget {
 
   stop() {
     if (!this._running) return;
-    this._persist();
+    this._snapshots.save();
+    this._snapshots = null;
     this._running = false;
     this._connector.stop();
-    clearTimeout(this._persistTimer);
-    this._persistTimer = 0;
     for (const t of GLOBAL_EVENTS) globalThis.removeEventListener?.(t, this._onGlobal);
     globalThis.document?.removeEventListener('visibilitychange', this._onGlobal);
     this._share?.close();
@@ -209,10 +207,14 @@ export class LivefeedClient extends EventTarget {
   /**
    * The events of `channels` (default: those followed) with ids up to
    * `through` from the last `sinceMs`, oldest first, read from the server's
-   * log: {events, complete}. What a `channels` event's cursor leaves out.
+   * log: {events, complete}. What a `channels` event's cursor leaves out;
+   * those followed are kept with the recent events, for a reload.
    */
-  history(channels, { through, sinceMs, pages }) {
-    return this._endpoints.history(channels ? channelList(channels) : this._channels, { through, sinceMs, pages });
+  async history(channels, { through, sinceMs, pages }) {
+    const read = await this._endpoints.history(channels ? channelList(channels) : this._channels, { through, sinceMs, pages });
+    this._cursor.remember(read.events.filter((env) => covers(this._channels, env)));
+    this._snapshots?.later();
+    return read;
   }
 
   /** Reconnect now (skips a pending backoff); in a follower tab, asks the leader. */
@@ -232,7 +234,7 @@ export class LivefeedClient extends EventTarget {
 
   _announce(env, source, transport) {
     this._share?.event(env);
-    this._dirty();
+    this._snapshots?.later();
     this.dispatchEvent(new FeedEvent(env, source, transport));
   }
 
@@ -262,7 +264,7 @@ export class LivefeedClient extends EventTarget {
   _reset(latest, why) {
     this._cursor.reset(latest);
     this._log(why);
-    this._dirty();
+    this._snapshots?.later();
     this._share?.reset(latest);
   }
 
@@ -274,9 +276,8 @@ export class LivefeedClient extends EventTarget {
     this._endpoints.channels = channels;
     this._cursor.retain((env) => covers(channels, env), !added);
     this._changing = true;
-    try { this._storage?.removeItem(this._storageKey()); } catch { /* storage disabled */ }
     this._key = channelKey(channels) + this._keySuffix;
-    this._persist();
+    this._snapshots?.move(this._key);
   }
 
   /** Tabs share a connection per list: leave the old list's group for the new one's. */
@@ -368,33 +369,18 @@ export class LivefeedClient extends EventTarget {
 
   _onGlobal(e) {
     if (!this._running) return;
-    if (e.type === 'pagehide') this._persist();
+    if (e.type === 'pagehide') this._snapshots.save();
     else if (e.type === 'offline') this._connector.offline();
     else if (e.type === 'online') this._connector.online();
     else if (e.type === 'visibilitychange' && globalThis.document?.visibilityState === 'visible') this._connector.visible();
   }
 
-  /* ---------------- persistence (reload resumes) ---------------- */
-
-  _storageKey() { return `livefeed:v1:${this._key}`; }
+  /* ---------------- reload resumes ---------------- */
 
   _restore() {
-    if (!this._storage) return;
-    let text = null;
-    try { text = this._storage.getItem(this._storageKey()); } catch { /* storage disabled */ }
-    const recent = this._cursor.restore(text);
+    const recent = this._snapshots.restore(this._key);
     if (recent === null) return;
     for (const env of recent) this._announce(env, 'restore', null);
     this._log(`Resuming after #${this._cursor.value()} (stored by this tab)${recent.length ? `; restored ${recent.length} recent events` : ''}`);
-  }
-
-  _dirty() {
-    if (!this._storage || this._persistTimer) return;
-    this._persistTimer = setTimeout(() => { this._persistTimer = 0; this._persist(); }, PERSIST_MS);
-  }
-
-  _persist() {
-    if (!this._storage || !this._running) return;
-    saveSnapshot(this._storage, this._storageKey(), this._cursor, { keep: this.options.keep, budget: this.options.storageBytes });
   }
 }

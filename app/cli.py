@@ -1,28 +1,40 @@
-"""``run.py`` subcommands: serve, demo, publish, tail, export, verify, migrate, trim.
+"""The ``livefeed`` command (also ``python run.py``): serve, demo, publish, tail,
+export, verify, migrate, trim.
 
 Flags override the ``LIVEFEED_*`` environment, and both go through the same
 validation (:func:`app.config.from_env`), so a mistake reads the same way
-wherever it was made.
+wherever it was made and names what the person typed.  Anything a person can
+get wrong ends in one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import httpx
 import orjson
 
-from app.config import ConfigError, Retention, Settings, from_env
+from app import __version__
+from app.cli_errors import CommandError, cannot_reach, refused
+from app.config import ConfigError, Settings, Source, from_env
 from app.logs import configure_logging
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 QUICKSTART_DEMO_RATE = "2"
-SERVER_FLAGS = {
+HELP_FLAGS = ("-h", "--help", "--version")
+EXAMPLE_DATA = '{"file": "a.md"}'
+# dest of a command-line flag -> the setting it overrides
+FLAG_SETTINGS = {
     "host": "LIVEFEED_HOST",
     "port": "LIVEFEED_PORT",
     "workers": "LIVEFEED_WORKERS",
@@ -33,77 +45,102 @@ SERVER_FLAGS = {
 }
 
 
-def _environment(args: argparse.Namespace) -> dict[str, str]:
-    """The process environment with the command-line flags written over it."""
+def _source(args: argparse.Namespace) -> Source:
+    """The process environment with the flags written over it, remembering which."""
     env = dict(os.environ)
-    for flag, name in SERVER_FLAGS.items():
-        value = getattr(args, flag, None)
+    flags = {}
+    for dest, name in FLAG_SETTINGS.items():
+        value = getattr(args, dest, None)
         if value is not None:
             env[name] = str(value)
-    return env
+            flags[name] = "--" + dest.replace("_", "-")
+    return Source(env, flags)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return from_env(_environment(args))
+def _settings(args: argparse.Namespace) -> tuple[Settings, Source]:
+    source = _source(args)
+    return from_env(source.env, source.flags), source
 
 
 def _client_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _check_store(settings: Settings, source: Source) -> None:
+    """Open the database once (applying migrations) and close it again."""
+    from app.preflight import opened_store
+
+    async def check() -> None:
+        async with opened_store(settings, source):
+            pass
+
+    asyncio.run(check())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from app.banner import start_line
+    from app.preflight import check_port, listening
     from app.server import run
     from app.supervisor import Supervisor
 
-    settings = _settings(args)
+    settings, source = _settings(args)
     configure_logging(settings.log_format)
+    if not args.as_worker:
+        check_port(settings, source)
+        _check_store(settings, source)  # migrations run once, before any worker starts
     if settings.workers > 1 and not args.as_worker:
-        cmd_migrate(args)  # once, before the workers race for it
-        return Supervisor(settings.workers, _environment(args)).run()
-    run(settings, worker=args.as_worker)
+        log.info("%s", start_line(settings))
+        # --demo-rate is the server's rate: each worker publishes its share
+        share = {"LIVEFEED_DEMO_RATE": repr(settings.demo_rate / settings.workers)}
+        return Supervisor(settings.workers, {**source.env, **share}).run()
+    with listening(settings, source):
+        run(settings, worker=args.as_worker)
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from app.store import open_store
-
-    async def migrate() -> None:
-        store = open_store(_settings(args))
-        await store.open()  # applies pending migrations under the write lock
-        await store.close()
-
-    asyncio.run(migrate())
+    _check_store(*_settings(args))
     print("migrations applied", file=sys.stderr)
     return 0
 
 
 def cmd_trim(args: argparse.Namespace) -> int:
-    from app.store import open_store
+    from app.preflight import opened_store
 
-    settings = _settings(args)
-    if settings.retention is None:
-        raise ConfigError("nothing to trim by: set LIVEFEED_RETENTION or pass --retention 30d")
-    retention: Retention = settings.retention
+    settings, source = _settings(args)
+    retention = settings.retention
+    if retention is None:
+        raise ConfigError("nothing to trim by: pass --retention 30d (or set LIVEFEED_RETENTION)")
 
     async def trim() -> int:
-        store = open_store(settings)
-        await store.open()
-        try:
+        async with opened_store(settings, source) as store:
             return await store.trim(retention)
-        finally:
-            await store.close()
 
     print(f"trimmed {asyncio.run(trim())} events", file=sys.stderr)
     return 0
 
 
-def _post_events(client: httpx.Client, events: list[dict[str, object]]) -> list[int]:
+@contextlib.contextmanager
+def _client(args: argparse.Namespace, timeout: httpx.Timeout) -> Iterator[httpx.Client]:
+    """A client for ``--url``; failing to reach it is one line naming the URL."""
+    try:
+        with httpx.Client(
+            base_url=args.url, headers=_client_headers(args.token), timeout=timeout
+        ) as client:
+            yield client
+    except httpx.InvalidURL as exc:
+        raise CommandError(f"--url {args.url!r} is not a URL ({exc}); write e.g. {DEFAULT_URL}")
+    except httpx.TransportError as exc:
+        raise cannot_reach(args.url, exc) from exc
+
+
+def _post_events(client: httpx.Client, url: str, events: list[dict[str, object]]) -> list[int]:
     body = events[0] if len(events) == 1 else events
     response = client.post(
         "/api/events", content=orjson.dumps(body), headers={"Content-Type": "application/json"}
     )
     if response.status_code != 201:
-        raise SystemExit(f"publish failed: {response.status_code} {response.text}")
+        raise refused(url, response)
     answer = response.json()
     return [item["id"] for item in answer["events"]] if "events" in answer else [answer["id"]]
 
@@ -112,12 +149,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     try:
         data = orjson.loads(args.data) if args.data else None
     except orjson.JSONDecodeError as exc:
-        raise SystemExit(f"--data is not JSON: {exc}")
+        raise CommandError(f"--data is not JSON ({exc}); write e.g. --data '{EXAMPLE_DATA}'")
     event: dict[str, object] = {"type": args.type, "data": data}
     if args.workflow_id:
         event["workflow_id"] = args.workflow_id
-    with httpx.Client(base_url=args.url, headers=_client_headers(args.token)) as client:
-        ids = _post_events(client, [event] * args.count)
+    with _client(args, httpx.Timeout(30)) as client:
+        ids = _post_events(client, args.url, [event] * args.count)
     print(" ".join(map(str, ids)))
     return 0
 
@@ -126,14 +163,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import demo_drafts
 
     sent = 0
-    with httpx.Client(base_url=args.url, headers=_client_headers(args.token)) as client:
+    with _client(args, httpx.Timeout(30)) as client:
         for draft in demo_drafts():
             event = {
                 "type": draft.type,
                 "workflow_id": draft.workflow_id,
                 "data": orjson.loads(draft.data),
             }
-            _post_events(client, [event])
+            _post_events(client, args.url, [event])
             sent += 1
             if args.count and sent >= args.count:
                 break
@@ -175,30 +212,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from app.export import export
+
     params: dict[str, str] = {"format": args.format, "after": str(args.after)}
     for name in ("workflow_id", "types", "since", "until"):
         if getattr(args, name):
             params[name] = getattr(args, name)
-    headers = _client_headers(args.token)
-    with httpx.Client(
-        base_url=args.url, headers=headers, timeout=httpx.Timeout(30, read=None)
-    ) as client:
-        total = client.get("/api/stats").json().get("latest_id", 0) - args.after
-        out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
-        written = lines = 0
-        try:
-            with client.stream("GET", "/api/events", params=params) as response:
-                if response.status_code != 200:
-                    raise SystemExit(f"{response.status_code}: {response.read().decode()}")
-                for chunk in response.iter_bytes():
-                    out.write(chunk)
-                    written += len(chunk)
-                    lines += chunk.count(b"\n")
-                    _progress(lines, total, written)
-        finally:
-            if out is not sys.stdout.buffer:
-                out.close()
-    print(file=sys.stderr)
+    with _client(args, httpx.Timeout(30, read=None)) as client:
+        export(client, args.url, params, args.output, args.after)
     return 0
 
 
@@ -219,29 +240,67 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(lines: int, total: int, written: int) -> None:
-    share = min(lines / total, 1.0) if total > 0 else 1.0
-    bar = "#" * int(share * 30)
-    print(f"\r[{bar:<30}] {lines} lines, {written / 1e6:.1f} MB", end="", file=sys.stderr)
+def _number(
+    kind: Callable[[str], float], allowed: Callable[[float], bool], wanted: str
+) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` that ``allowed`` accepts, else an error
+    that says what is ``wanted``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not allowed(value):  # `not allowed` also refuses NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+
+    return parse
 
 
-def _server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="bind address (LIVEFEED_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (LIVEFEED_PORT, default 8080)")
-    parser.add_argument("--workers", type=int, help="worker processes (LIVEFEED_WORKERS)")
+def _database_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--database-url", help="sqlite:///path.db or postgresql://... (LIVEFEED_DATABASE_URL)"
+        "--database-url",
+        help="sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+        "postgresql://user:password@host/db (LIVEFEED_DATABASE_URL; "
+        "default sqlite:///./data/livefeed.db)",
     )
-    parser.add_argument("--demo-rate", type=float, help="publish demo events per second")
-    parser.add_argument("--log-format", choices=["text", "json"])
-    parser.add_argument("--retention", help="keep e.g. 30d or 1000000 events")
+
+
+def _retention_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retention",
+        help="keep an age such as 30d, 12h, 90m, or a number of events such as 1000000 "
+        "(LIVEFEED_RETENTION)",
+    )
+
+
+def _serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (LIVEFEED_HOST, default 127.0.0.1)")
+    # Values stay text: the settings' own validation judges them and names the flag.
+    parser.add_argument("--port", help="port to listen on (LIVEFEED_PORT, default 8080)")
+    parser.add_argument(
+        "--workers", help="processes sharing the port (LIVEFEED_WORKERS, default 1)"
+    )
+    _database_flag(parser)
+    parser.add_argument(
+        "--demo-rate",
+        help="demo events per second published by the server, in total over all workers; "
+        "0 turns them off (LIVEFEED_DEMO_RATE; default 0, or 2 with no command)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text, or one JSON object per line (LIVEFEED_LOG_FORMAT, default text)",
+    )
+    _retention_flag(parser)
 
 
 def _client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         default=os.environ.get("LIVEFEED_URL", DEFAULT_URL),
-        help=f"server URL (LIVEFEED_URL, default {DEFAULT_URL})",
+        help=f"the server (LIVEFEED_URL, default {DEFAULT_URL})",
     )
     parser.add_argument(
         "--token", default=os.environ.get("LIVEFEED_TOKEN"), help="bearer token (LIVEFEED_TOKEN)"
@@ -250,31 +309,49 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run.py",
-        description="Livefeed. With no command: serve on SQLite with demo events.",
+        description="Livefeed: one event log served over WebSocket, Server-Sent Events and "
+        "long-poll. With no command, or with only serve's flags (e.g. --port 18080): serve "
+        f"on SQLite with demo events at {QUICKSTART_DEMO_RATE}/s.",
     )
-    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--version", action="version", version=f"livefeed {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve the API, streams and dashboard")
-    _server_flags(serve)
+    _serve_flags(serve)
     serve.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
-    _server_flags(migrate)
+    _database_flag(migrate)
     migrate.set_defaults(func=cmd_migrate)
     trim = sub.add_parser("trim", help="delete events the retention policy no longer keeps")
-    _server_flags(trim)
+    _database_flag(trim)
+    _retention_flag(trim)
     trim.set_defaults(func=cmd_trim)
-    demo = sub.add_parser("demo", help="publish realistic workflow events to a server")
+    demo = sub.add_parser("demo", help="publish realistic workflow events to a running server")
     _client_flags(demo)
-    demo.add_argument("--rate", type=float, default=2.0, help="events per second")
-    demo.add_argument("--count", type=int, default=0, help="stop after N events (0: never)")
+    demo.add_argument(
+        "--rate",
+        type=_number(float, lambda v: v > 0, "a rate above 0 events per second, e.g. --rate 2"),
+        default=2.0,
+        help="events per second (default 2)",
+    )
+    demo.add_argument(
+        "--count",
+        type=_number(int, lambda v: v >= 0, "a count of events, or 0 for no limit"),
+        default=0,
+        help="stop after N events (default 0: never)",
+    )
     demo.set_defaults(func=cmd_demo)
     publish = sub.add_parser("publish", help="publish one event")
     _client_flags(publish)
     publish.add_argument("type", help="event type, e.g. validation_created")
-    publish.add_argument("--workflow-id")
-    publish.add_argument("--data", help="a JSON object")
-    publish.add_argument("--count", type=int, default=1, help="publish it N times in one batch")
+    publish.add_argument("--workflow-id", help="the workflow it belongs to, e.g. wf_abc123")
+    publish.add_argument("--data", help=f"its data, a JSON object, e.g. '{EXAMPLE_DATA}'")
+    publish.add_argument(
+        "--count",
+        type=_number(int, lambda v: v >= 1, "a count of 1 or more"),
+        default=1,
+        help="publish it N times in one batch (default 1)",
+    )
     publish.set_defaults(func=cmd_publish)
     tail = sub.add_parser("tail", help="follow channels, resuming after drops and restarts")
     _client_flags(tail)
@@ -294,13 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     tail.set_defaults(func=cmd_tail)
     export = sub.add_parser("export", help="export events as NDJSON or CSV")
     _client_flags(export)
-    export.add_argument("--format", choices=["ndjson", "csv"], default="ndjson")
-    export.add_argument("--output", "-o", default="-", help="file (default: stdout)")
-    export.add_argument("--after", type=int, default=0)
-    export.add_argument("--workflow-id")
-    export.add_argument("--types")
-    export.add_argument("--since")
-    export.add_argument("--until")
+    export.add_argument(
+        "--format", choices=["ndjson", "csv"], default="ndjson", help="default ndjson"
+    )
+    export.add_argument(
+        "--output", "-o", default="-", help="file, written whole or not at all (default: stdout)"
+    )
+    export.add_argument("--after", type=int, default=0, help="start after this event id")
+    export.add_argument("--workflow-id", help="only this workflow's events")
+    export.add_argument("--types", help="only these comma-separated event types")
+    export.add_argument("--since", help="only events at or after this ISO 8601 time")
+    export.add_argument("--until", help="only events before this ISO 8601 time")
     export.set_defaults(func=cmd_export)
     verify = sub.add_parser("verify", help="verify a complete export against a checkpoint")
     verify.add_argument("file", help="an NDJSON or CSV export of ids 1..N")
@@ -310,16 +391,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_command(argv: list[str]) -> tuple[list[str], bool]:
+    """``livefeed`` alone, or with serve's flags only, is the quick start: serve."""
+    if argv and (argv[0] in HELP_FLAGS or not argv[0].startswith("-")):
+        return argv, False
+    return ["serve", *argv], True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command is None:  # the quickstart: serve with demo traffic
-        args = build_parser().parse_args(["serve", "--demo-rate", QUICKSTART_DEMO_RATE])
+    arguments, quick_start = _with_command(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(arguments)
+    if quick_start and args.demo_rate is None and not os.environ.get("LIVEFEED_DEMO_RATE"):
+        args.demo_rate = QUICKSTART_DEMO_RATE
     configure_logging("text")
     try:
-        code: int = args.func(args)
-        return code
+        result: int = args.func(args)
+        return result
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (`livefeed export | head`): stop quietly, as `cat` does,
+        # and keep the interpreter's final flush from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         return 130

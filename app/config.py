@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -28,6 +29,27 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """The settings as given: ``LIVEFEED_*`` values, and which of them came from a
+    command-line flag, so that a mistake is named the way the person typed it."""
+
+    env: Mapping[str, str]
+    flags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        return self.env.get(name)
+
+    def given(self, name: str, raw: str) -> str:
+        """``--demo-rate -1`` for a flag, ``LIVEFEED_DEMO_RATE='-1'`` for a variable."""
+        flag = self.flags.get(name)
+        return f"{flag} {shlex.quote(raw)}" if flag else f"{name}={raw!r}"
+
+    def name(self, name: str) -> str:
+        """The flag that set ``name``, else the variable itself."""
+        return self.flags.get(name, name)
+
+
+@dataclass(frozen=True, slots=True)
 class Retention:
     """How much of the log to keep: by age, by count, or both."""
 
@@ -35,13 +57,14 @@ class Retention:
     max_events: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Retention:
-        """Parse ``30d``, ``12h``, ``90m``, ``45s`` (age) or ``1000000`` (events)."""
+    def parse(cls, text: str, given: str | None = None) -> Retention:
+        """Parse ``30d``, ``12h``, ``90m``, ``45s`` (age) or ``1000000`` (events);
+        ``given`` is how a mistake names the value (the variable by default)."""
         match = re.fullmatch(r"([0-9]{1,12})([smhd]?)", text.strip())
         if not match or int(match.group(1)) == 0:
             raise ConfigError(
-                f"LIVEFEED_RETENTION={text!r} is not valid: use an age such as '30d', "
-                "'12h', '90m', '45s', or a number of events such as '1000000'"
+                f"{given or f'LIVEFEED_RETENTION={text!r}'} is not valid: use an age such as "
+                "'30d', '12h', '90m', '45s', or a number of events such as '1000000'"
             )
         number, unit = int(match.group(1)), match.group(2)
         if not unit:
@@ -96,30 +119,30 @@ class Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
+def _number(source: Source, name: str, default: float, low: float, high: float) -> float:
+    raw = source.get(name)
     if raw is None or raw == "":
         return default
+    given = source.given(name, raw)
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it to a value in {low}..{high}")
+        raise ConfigError(f"{given} is not a number; set it to a value in {low:g}..{high:g}")
     if not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r} is out of range; set it to a value in {low}..{high}")
+        raise ConfigError(f"{given} is out of range; set it to a value in {low:g}..{high:g}")
     return value
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
+def _integer(source: Source, name: str, default: int, low: int, high: int) -> int:
+    raw = source.get(name)
     if raw is None or raw == "":
         return default
+    given = source.given(name, raw)
     if not re.fullmatch(r"[0-9]{1,13}", raw):
-        raise ConfigError(
-            f"{name}={raw!r} is not a whole number; set it to a value in {low}..{high}"
-        )
+        raise ConfigError(f"{given} is not a whole number; set it to a value in {low}..{high}")
     value = int(raw)
     if not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r} is out of range; set it to a value in {low}..{high}")
+        raise ConfigError(f"{given} is out of range; set it to a value in {low}..{high}")
     return value
 
 
@@ -184,8 +207,8 @@ def parse_origins(raw: str | None, *, credential: str | None) -> tuple[str, ...]
     return tuple(origins)
 
 
-def _rate(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name) or default
+def _rate(source: Source, name: str, default: str) -> str:
+    raw = source.get(name) or default
     try:
         parse_rate(raw)
     except ValueError:
@@ -208,11 +231,22 @@ def _proxies(raw: str | None) -> tuple[str, ...]:
     return tuple(proxies)
 
 
-def _database_url(raw: str | None) -> str:
-    url = raw or DEFAULT_DATABASE_URL
-    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+def _database_url(source: Source) -> str:
+    """A SQLite URL is ``sqlite:///`` and a path, so ``sqlite://./x.db`` (which reads
+    as a host named ``.``) is refused with the form that was meant."""
+    name = "LIVEFEED_DATABASE_URL"
+    url = source.get(name) or DEFAULT_DATABASE_URL
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:").lstrip("/")
+        if not url.startswith("sqlite:///") or not path:
+            meant = f"sqlite:///{path or 'data/livefeed.db'}"
+            raise ConfigError(
+                f"{source.given(name, url)} is not a SQLite URL: write three slashes and a "
+                f"relative path, {meant!r}, or four and an absolute one, 'sqlite:////srv/x.db'"
+            )
+    elif not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
-            f"LIVEFEED_DATABASE_URL={url!r} is not supported; use sqlite:///path/to/file.db "
+            f"{source.given(name, url)} is not supported; use sqlite:///path/to/file.db "
             "or postgresql://user@host/db"
         )
     return url
@@ -239,8 +273,13 @@ def _read_credential(env: Mapping[str, str]) -> str | None:
     return None
 
 
-def from_env(env: Mapping[str, str]) -> Settings:
-    """Build :class:`Settings` from ``LIVEFEED_*`` variables (missing ones keep defaults)."""
+def from_env(env: Mapping[str, str], flags: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``LIVEFEED_*`` variables (missing ones keep defaults).
+
+    ``flags`` maps a variable to the command-line flag that set it (``{"LIVEFEED_PORT":
+    "--port"}``), so that a mistake names the flag the person typed.
+    """
+    source = Source(env, flags or {})
     read_token = env.get("LIVEFEED_READ_TOKEN") or None
     publish_token = env.get("LIVEFEED_PUBLISH_TOKEN") or None
     if read_token and publish_token and read_token == publish_token:
@@ -251,12 +290,14 @@ def from_env(env: Mapping[str, str]) -> Settings:
     retention = env.get("LIVEFEED_RETENTION")
     log_format = env.get("LIVEFEED_LOG_FORMAT") or "text"
     if log_format not in ("text", "json"):
-        raise ConfigError(f"LIVEFEED_LOG_FORMAT={log_format!r}: use 'text' or 'json'")
+        raise ConfigError(
+            f"{source.given('LIVEFEED_LOG_FORMAT', log_format)}: use 'text' or 'json'"
+        )
     return Settings(
-        database_url=_database_url(env.get("LIVEFEED_DATABASE_URL")),
+        database_url=_database_url(source),
         host=env.get("LIVEFEED_HOST") or DEFAULT_HOST,
-        port=_integer(env, "LIVEFEED_PORT", DEFAULT_PORT, 0, 65535),
-        workers=_integer(env, "LIVEFEED_WORKERS", 1, 1, 64),
+        port=_integer(source, "LIVEFEED_PORT", DEFAULT_PORT, 0, 65535),
+        workers=_integer(source, "LIVEFEED_WORKERS", 1, 1, 64),
         allowed_origins=parse_origins(
             env.get("LIVEFEED_ALLOWED_ORIGINS"), credential=_read_credential(env)
         ),
@@ -265,25 +306,29 @@ def from_env(env: Mapping[str, str]) -> Settings:
         publish_token=publish_token,
         read_token=read_token,
         token_secret=_token_secret(env.get("LIVEFEED_TOKEN_SECRET")),
-        heartbeat_s=_number(env, "LIVEFEED_HEARTBEAT_S", 30.0, 0.05, 3600),
-        queue_size=_integer(env, "LIVEFEED_QUEUE_SIZE", 1000, 1, 1_000_000),
-        max_event_bytes=_integer(env, "LIVEFEED_MAX_EVENT_BYTES", 64 * 1024, 64, 1024 * 1024),
-        retention=Retention.parse(retention) if retention else None,
-        retry_ms=_integer(env, "LIVEFEED_RETRY_MS", 3000, 0, 3_600_000),
-        write_timeout_s=_number(env, "LIVEFEED_WRITE_TIMEOUT_S", 30.0, 0.1, 3600),
-        poll_interval_s=_number(env, "LIVEFEED_POLL_INTERVAL_S", 0.05, 0.005, 60),
+        heartbeat_s=_number(source, "LIVEFEED_HEARTBEAT_S", 30.0, 0.05, 3600),
+        queue_size=_integer(source, "LIVEFEED_QUEUE_SIZE", 1000, 1, 1_000_000),
+        max_event_bytes=_integer(source, "LIVEFEED_MAX_EVENT_BYTES", 64 * 1024, 64, 1024 * 1024),
+        retention=(
+            Retention.parse(retention, source.given("LIVEFEED_RETENTION", retention))
+            if retention
+            else None
+        ),
+        retry_ms=_integer(source, "LIVEFEED_RETRY_MS", 3000, 0, 3_600_000),
+        write_timeout_s=_number(source, "LIVEFEED_WRITE_TIMEOUT_S", 30.0, 0.1, 3600),
+        poll_interval_s=_number(source, "LIVEFEED_POLL_INTERVAL_S", 0.05, 0.005, 60),
         sqlite_max_bytes=(
-            _integer(env, "LIVEFEED_SQLITE_MAX_BYTES", 0, 65_536, 2**40)
+            _integer(source, "LIVEFEED_SQLITE_MAX_BYTES", 0, 65_536, 2**40)
             if env.get("LIVEFEED_SQLITE_MAX_BYTES")
             else None
         ),
-        max_connections=_integer(env, "LIVEFEED_MAX_CONNECTIONS", 10_000, 1, 1_000_000),
+        max_connections=_integer(source, "LIVEFEED_MAX_CONNECTIONS", 10_000, 1, 1_000_000),
         max_connections_per_client=_integer(
-            env, "LIVEFEED_MAX_CONNECTIONS_PER_CLIENT", 1_000, 1, 1_000_000
+            source, "LIVEFEED_MAX_CONNECTIONS_PER_CLIENT", 1_000, 1, 1_000_000
         ),
-        publish_rate=_rate(env, "LIVEFEED_PUBLISH_RATE", "5000/second"),
-        connect_rate=_rate(env, "LIVEFEED_CONNECT_RATE", "1000/second"),
-        auth_failure_rate=_rate(env, "LIVEFEED_AUTH_FAILURE_RATE", "30/minute"),
-        demo_rate=_number(env, "LIVEFEED_DEMO_RATE", 0.0, 0, 10_000),
+        publish_rate=_rate(source, "LIVEFEED_PUBLISH_RATE", "5000/second"),
+        connect_rate=_rate(source, "LIVEFEED_CONNECT_RATE", "1000/second"),
+        auth_failure_rate=_rate(source, "LIVEFEED_AUTH_FAILURE_RATE", "30/minute"),
+        demo_rate=_number(source, "LIVEFEED_DEMO_RATE", 0.0, 0, 10_000),
         log_format=log_format,
     )

@@ -18,6 +18,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from app.application import create_app
+from app.banner import start_line
 from app.config import Settings
 from app.hypercorn_fixes import install as install_hypercorn_fixes
 from app.runtime import RUNTIME_KEY, Runtime
@@ -28,24 +29,39 @@ GRACEFUL_TIMEOUT_S = 10.0
 KEEP_ALIVE_TIMEOUT_S = 5.0
 BACKLOG = 2048
 MAX_CLIENT_FRAME_BYTES = 64 * 1024
+LISTEN_FD_ENV = "LIVEFEED_LISTEN_FD"  # the listening socket a worker inherits
 
 
-def shared_port_socket(settings: Settings) -> socket.socket:
-    """A listening socket with SO_REUSEPORT: each worker binds the same port and
-    the kernel spreads new connections over them."""
+def listening_socket(settings: Settings) -> socket.socket:
+    """Bind and listen once, here rather than in Hypercorn, so the port is known
+    before serving: with port 0 the kernel picks a free one and nobody can take
+    it between choosing and binding.  Workers share this one socket."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((settings.host, settings.port))
+    sock.listen(BACKLOG)
     return sock
 
 
+def bound_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def announce(sock: socket.socket) -> None:
+    """One line on stdout (logs go to stderr) saying where we listen: how a caller
+    that asked for ``--port 0`` learns the port."""
+    print(f"listening on {bound_url(sock)}", flush=True)
+
+
 def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> Config:
+    """Hypercorn's settings; with ``sock`` it serves that socket, which it owns from
+    here on (detached, so it is closed once, by Hypercorn)."""
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"fd://{sock.fileno()}"] if sock else [f"{host}:{settings.port}"]
+    config.bind = [f"fd://{sock.detach()}"] if sock else [f"{host}:{settings.port}"]
     config.backlog = BACKLOG  # the default 100 drops a dashboard fleet reconnecting at once
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
@@ -70,15 +86,14 @@ async def _until_signalled(app_extensions: dict[str, object]) -> None:
 
 
 async def serve_forever(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve ``sock`` (a worker's, inherited), or a socket bound and announced here."""
     install_hypercorn_fixes()  # JSON bodies for Hypercorn's own errors; h2c idle timer
     app = create_app(settings)
-    log.info(
-        "Livefeed on http://%s:%d (store: %s, pid %d)",
-        settings.host,
-        settings.port,
-        settings.database_url.split("@")[-1],
-        os.getpid(),
-    )
+    worker = sock is not None
+    if sock is None:
+        sock = listening_socket(settings)
+        announce(sock)
+    log.info("%s", start_line(settings, worker=worker, port=sock.getsockname()[1]))
     await serve(
         app,
         hypercorn_config(settings, sock),
@@ -87,8 +102,8 @@ async def serve_forever(settings: Settings, sock: socket.socket | None = None) -
 
 
 def run(settings: Settings, *, worker: bool = False) -> None:
-    """Serve in this process; a worker shares its port with its siblings."""
-    sock = shared_port_socket(settings) if worker else None
+    """Serve in this process; a worker serves the socket its supervisor bound."""
+    sock = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV])) if worker else None
     try:
         import uvloop
     except ImportError:

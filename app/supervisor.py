@@ -1,9 +1,11 @@
 """``--workers N``: N serving processes on one port, one log.
 
 Each worker is a full Livefeed process (its own hub, its own store
-connections) bound to the same port with SO_REUSEPORT; the log's database is
-what they share, and each hub notices the others' appends by itself.  The
-supervisor only starts them, forwards SIGTERM/SIGINT so each says its own
+connections) serving one listening socket that the supervisor binds once and
+hands down (with ``--port 0`` every worker is then on the one port the kernel
+chose, which the supervisor announces); the log's database is what they
+share, and each hub notices the others' appends by itself.  The supervisor
+only binds, starts the workers, forwards SIGTERM/SIGINT so each says its own
 graceful goodbye, and restarts a worker that dies.  Prometheus metrics are
 summed across workers through ``PROMETHEUS_MULTIPROC_DIR``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,10 +26,12 @@ from types import FrameType
 
 from prometheus_client import multiprocess
 
+from app.config import from_env
+from app.server import LISTEN_FD_ENV, announce, listening_socket
+
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
-RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 
 
 class Supervisor:
@@ -36,19 +41,33 @@ class Supervisor:
         self._env = {**env, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
         self._workers: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = False
+        self._socket: socket.socket | None = None  # kept to hand to a restarted worker
 
     def _spawn(self, slot: int) -> None:
-        command = [sys.executable, str(RUN_PY), "serve", "--as-worker"]
-        self._workers[slot] = subprocess.Popen(command, env=self._env)
+        if self._socket is None:
+            raise RuntimeError("the supervisor binds its socket before it starts workers")
+        fd = self._socket.fileno()
+        # the program this one was started as (run.py, or an installed `livefeed`)
+        command = [sys.executable, sys.argv[0], "serve", "--as-worker"]
+        env = {**self._env, LISTEN_FD_ENV: str(fd)}
+        self._workers[slot] = subprocess.Popen(command, env=env, pass_fds=[fd])
         log.info("worker %d started (pid %d)", slot, self._workers[slot].pid)
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
+        if self._socket is not None:
+            self._socket.close()  # once the workers close theirs, new connections are refused
         for process in self._workers.values():
             if process.poll() is None:
                 process.send_signal(signum)
 
     def run(self) -> int:
+        self._socket = listening_socket(from_env(self._env))
+        with self._socket:
+            announce(self._socket)
+            return self._supervise()
+
+    def _supervise(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         for slot in range(self._count):

@@ -8,7 +8,7 @@ to measure it — ``POST /api/events`` (one event or an array), ``GET
 frame first and ``Last-Event-ID`` replay from an in-memory list, ``GET
 /readyz`` — so the two are compared on the same harness in the same run.
 
-    python bench/baseline_app.py --port 8001
+    python -m bench.baseline_app --port 8001
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -117,16 +118,18 @@ app = Starlette(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--port", type=int, default=8001, help="0: any free port")
     args = parser.parse_args()
-    uvicorn.run(
+    # Bound here, as run.py serve does, so that with --port 0 the benchmark learns the port.
+    sock = socket.create_server((args.host, args.port), backlog=2048)
+    print(f"listening on http://{args.host}:{sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(
         app,
-        host=args.host,
-        port=args.port,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=1,  # open streams would hold a SIGTERM for good
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,12 +24,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
+from harness import ServerFailed, ServerProcess, livefeed_command
+
+BENCH = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 TARGETS = ("livefeed", "baseline")
 START_TIMEOUT_S = 30.0
@@ -295,93 +295,47 @@ def saturated(load_cpu_percent: float, cores: int, threshold: float = 85.0) -> b
 # ---------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """``python run.py serve`` on a free loopback port with a fresh SQLite file.
+class Server(ServerProcess):
+    """``python run.py serve`` (or the baseline) with a fresh SQLite file in a temporary
+    directory, on a loopback port it binds itself (``harness.ServerProcess``).
 
     Started through ``taskset -c 0`` when pinning, which execs Python in
     place, so ``pid`` is the server's own and ``/proc/<pid>`` is its CPU.
+    ``database_url`` names another database (PostgreSQL, shared by two nodes).
     """
 
-    pin: bool = True
-    env: dict[str, str] = field(default_factory=dict)
-    target: str = "livefeed"  # or "baseline": bench/baseline_app.py, measured the same way
-    port: int = field(default_factory=free_port)
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="livefeed-bench-")))
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.port}"
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.workdir / 'livefeed.db'}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "server.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "the server is not running"
-        return self.process.pid
-
-    def command(self) -> list[str]:
-        if self.target == "baseline":
-            serve = [sys.executable, str(BENCH / "baseline_app.py"), "--port", str(self.port)]
+    def __init__(
+        self,
+        pin: bool = True,
+        env: dict[str, str] | None = None,
+        target: str = "livefeed",  # or "baseline": bench/baseline_app.py, measured the same way
+        database_url: str | None = None,
+    ) -> None:
+        self.target = target
+        workdir = Path(tempfile.mkdtemp(prefix="livefeed-bench-"))
+        self.database_url = database_url or f"sqlite:///{workdir / 'livefeed.db'}"
+        if target == "baseline":
+            command = [sys.executable, str(BENCH / "baseline_app.py")]
         else:
-            serve = [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(self.port)]
-            serve += ["--database-url", self.database_url]
-        if self.pin and can_pin():
-            return ["taskset", "-c", str(SERVER_CORE), *serve]
-        return serve
+            command = livefeed_command()
+        if pin and can_pin():
+            command = ["taskset", "-c", str(SERVER_CORE), *command]
+        settings = {**BENCH_ENV, **(env or {}), "LIVEFEED_DATABASE_URL": self.database_url}
+        super().__init__(workdir, settings, command=command, start_timeout_s=START_TIMEOUT_S)
 
     def start(self) -> Server:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEED_")}
-        env = {**inherited, **BENCH_ENV, **self.env, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._wait_ready()
+        try:
+            super().start()
+        except ServerFailed as exc:
+            raise BenchFailure(str(exc)) from None
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                raise BenchFailure(f"the server exited at start-up:\n{self.log_tail()}")
-            if http_status(self.port, "/readyz") == 200:
-                return
-            time.sleep(0.05)
-        raise BenchFailure(f"the server was not ready in {START_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM (graceful, as in production), SIGKILL if it hangs; then clean up."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        try:
+            return super().stop(sig, timeout)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
@@ -413,23 +367,11 @@ def running_server(
     if reuse is not None:
         yield reuse
         return
-    server = Server(pin=pin, env=env or {}, target=target)
+    server = Server(pin=pin, env=env, target=target)
     try:
         yield server.start()
     finally:
         server.stop()
-
-
-def http_status(port: int, path: str) -> int | None:
-    """A tiny blocking GET for readiness checks (no client library at start-up)."""
-    try:
-        with socket.create_connection((HOST, port), timeout=1) as sock:
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
-            head = sock.recv(64)
-    except OSError:
-        return None
-    parts = head.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
 
 
 # ---------------------------------------------------------------- a lean HTTP client

@@ -7,9 +7,9 @@ SSE and RFC 6455 WebSocket written here, a few microseconds per event) in
 ``--workers`` forked processes, so that the load generator is not what is
 measured; its CPU is reported, and the run says whether it was saturated.
 
-    python bench/fanout.py                                  # 200 subscribers, 100 ev/s, 5 s
-    python bench/fanout.py --subscribers 1000 --rate 100 --seconds 10 --runs 3
-    python bench/fanout.py --ws-fraction 0 --rate 200       # SSE only
+    python -m bench.fanout                                  # 200 subscribers, 100 ev/s, 5 s
+    python -m bench.fanout --subscribers 1000 --rate 100 --seconds 10 --runs 3
+    python -m bench.fanout --ws-fraction 0 --rate 200       # SSE only
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import (
+
+from bench.common import (
     HOST,
     SERVER_SATURATED_RUNNABLE_PERCENT,
     Background,

@@ -6,9 +6,9 @@ RSS growth divided by the count is the cost per connection.  Then one probe
 event is published and every subscriber must receive it (loss 0), so the
 figure is for connections that still work, not for ones quietly dropped.
 
-    python bench/idle.py                       # Livefeed, 2,000 and 5,000, 30 s each
-    python bench/idle.py --target baseline     # the Starlette + sse-starlette baseline
-    python bench/idle.py --counts 500 --hold 1 # a quick look
+    python -m bench.idle                       # Livefeed, 2,000 and 5,000, 30 s each
+    python -m bench.idle --target baseline     # the Starlette + sse-starlette baseline
+    python -m bench.idle --counts 500 --hold 1 # a quick look
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import fanout
-from common import add_run_flags, print_table, run_and_report, run_options
+from bench import fanout
+from bench.common import add_run_flags, print_table, run_and_report, run_options
 
 PROBE_DRAIN_S = 30.0
 

@@ -5,8 +5,8 @@
 publishers are group-committed, which is what the unbatched run exercises:
 C keep-alive connections each posting one event at a time.
 
-    python bench/publish.py                      # 8 publishers, batches of 100 and 1000
-    python bench/publish.py --concurrency 16 --seconds 5 --runs 3
+    python -m bench.publish                      # 8 publishers, batches of 100 and 1000
+    python -m bench.publish --concurrency 16 --seconds 5 --runs 3
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import (
+
+from bench.common import (
     Background,
     CpuWindow,
     HttpConnection,

@@ -9,8 +9,8 @@ last event received (and checked: every id once, in order):
 - the paged API ``/api/events?after=C&limit=1000`` in a loop;
 - the NDJSON export ``/api/events?format=ndjson&after=C``.
 
-    python bench/replay.py                 # 20,000 events, 1 run
-    python bench/replay.py --events 20000 --runs 3
+    python -m bench.replay                 # 20,000 events, 1 run
+    python -m bench.replay --events 20000 --runs 3
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from typing import Any
 
 import httpx
 import orjson
-from common import (
+from websockets.asyncio.client import connect
+
+from bench.common import (
     BenchFailure,
     HttpConnection,
     Runnable,
@@ -42,8 +44,7 @@ from common import (
     use_uvloop,
     wait_for_quiet,
 )
-from publish import make_body
-from websockets.asyncio.client import connect
+from bench.publish import make_body
 
 SEED_BATCH = 1000
 READ_TIMEOUT_S = 60.0

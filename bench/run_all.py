@@ -1,9 +1,9 @@
 """The whole suite in one command, Livefeed beside the baseline, then one table.
 
-    python bench/run_all.py             # every scenario once, about 12 minutes
-    python bench/run_all.py --runs 3    # medians of 3, what bench/README.md reports
-    python bench/run_all.py --smoke     # seconds: does the suite still work? (CI)
-    python bench/run_all.py --only fanout,replay
+    python -m bench.run_all             # every scenario once, about 12 minutes
+    python -m bench.run_all --runs 3    # medians of 3, what bench/README.md reports
+    python -m bench.run_all --smoke     # seconds: does the suite still work? (CI)
+    python -m bench.run_all --only fanout,replay
 
 Scenarios: durable publish (Livefeed only: the baseline keeps nothing);
 replay of 20,000 events; fan-out at 100 and 1,000 subscribers x 100 events/s
@@ -30,12 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fanout
-import idle
-import publish
-import replay
-import saturation
-from common import (
+from bench import fanout, idle, publish, replay, saturation
+from bench.common import (
     NOISY_BACKGROUND_PERCENT,
     TARGETS,
     BenchFailure,

@@ -4,9 +4,9 @@ S SSE subscribers (1,000) on one server; the rate climbs a ladder (100, 150,
 200, ... events/s) for T seconds each until p99 > ``--limit-ms`` (1000) or an
 event is lost; the answer is the highest deliveries/s seen within the limit.
 
-    python bench/saturation.py                      # Livefeed, one process on one core
-    python bench/saturation.py --target baseline    # the Starlette baseline, same ladder
-    python bench/saturation.py --server-workers 2   # Livefeed --workers 2, unpinned
+    python -m bench.saturation                      # Livefeed, one process on one core
+    python -m bench.saturation --target baseline    # the Starlette baseline, same ladder
+    python -m bench.saturation --server-workers 2   # Livefeed --workers 2, unpinned
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import fanout
-from common import (
+from bench import fanout
+from bench.common import (
     add_run_flags,
     print_table,
     raise_fd_limit,

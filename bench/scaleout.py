@@ -20,12 +20,12 @@ delivery's latency is publish -> commit -> the other process notices -> frame
 received.  Subscribers on the publishing worker/node are measured too, as a
 reference row: the difference is what crossing processes costs.
 
-    python bench/scaleout.py                   # ~25 s
-    python bench/scaleout.py --runs 3          # medians of 3 (rows are the median run)
-    python bench/scaleout.py --smoke           # ~10 s; exits non-zero on any loss or error
-    python bench/scaleout.py --cases cross-node --rate 200 --seconds 10
+    python -m bench.scaleout                   # ~25 s
+    python -m bench.scaleout --runs 3          # medians of 3 (rows are the median run)
+    python -m bench.scaleout --smoke           # ~10 s; exits non-zero on any loss or error
+    python -m bench.scaleout --cases cross-node --rate 200 --seconds 10
 
-PostgreSQL must be reachable as ``tests.support.fresh_postgres_url()`` finds it
+PostgreSQL must be reachable as ``harness.fresh_database()`` finds it
 (127.0.0.1:5432, trust auth); each case gets a database of its own, dropped at exit.
 """
 
@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from common import (
-    ROOT,
+
+import harness
+from bench.common import (
     Background,
     BenchFailure,
     CpuWindow,
@@ -61,8 +62,8 @@ from common import (
     use_uvloop,
     wait_for_quiet,
 )
-from fanout import Published, Tally, WsSubscriber, _connect_all, _wait_drained
-from publish import Phase, run_phase
+from bench.fanout import Published, Tally, WsSubscriber, _connect_all, _wait_drained
+from bench.publish import Phase, run_phase
 
 CASES = ("cross-worker", "cross-node", "throughput")
 NODES_TIMEOUT_S = 15.0
@@ -92,27 +93,12 @@ class BenchSkip(BenchFailure):
 # ---------------------------------------------------------------- servers
 
 
-@dataclass
-class NodeServer(Server):
-    """``common.Server`` on a database of our choosing (PostgreSQL for the node cases).
-
-    ``Server`` always passes ``--database-url`` for its temp-dir SQLite file;
-    two nodes must share one database, so this one names it.
-    """
-
-    database: str = ""
-
-    @property
-    def database_url(self) -> str:
-        return self.database or super().database_url
-
-
 @contextlib.contextmanager
 def running_nodes(
     count: int, database: str, pin: bool, env: dict[str, str] | None = None
-) -> Iterator[list[NodeServer]]:
+) -> Iterator[list[Server]]:
     """``count`` separate server processes on one database, all stopped afterwards."""
-    nodes = [NodeServer(pin=pin, env=env or {}, database=database) for _ in range(count)]
+    nodes = [Server(pin=pin, env=env, database_url=database) for _ in range(count)]
     try:
         for node in nodes:
             node.start()
@@ -123,20 +109,11 @@ def running_nodes(
 
 
 def fresh_database() -> str:
-    """A new PostgreSQL database, dropped at exit: the tests' helper, so setups agree.
-
-    ``tests.support`` skips (or fails in CI) through pytest when PostgreSQL is
-    unreachable; here that is a benchmark that could not run.
-    """
-    if str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))
-    import pytest
-
-    from tests.support import fresh_postgres_url
-
+    """A new PostgreSQL database, dropped at exit (``harness``, as the tests get theirs).
+    Unreachable, it is a benchmark that could not run."""
     try:
-        return fresh_postgres_url()
-    except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+        return harness.fresh_database()
+    except harness.PostgresUnavailable as exc:
         raise BenchSkip(str(exc)) from None
 
 
@@ -197,9 +174,7 @@ async def discover_nodes(port: int, expected: int) -> list[str]:
 
 def server_problems(server: Server) -> tuple[list[str], list[str]]:
     """ERROR/traceback lines (failures) and WARNING lines (notes) in a server's log."""
-    if not server.log_path.exists():
-        return [], []
-    lines = server.log_path.read_text(errors="replace").splitlines()
+    lines = server.log().splitlines()
     errors = [line for line in lines if " ERROR " in line or line.startswith("Traceback")]
     warnings = [line for line in lines if " WARNING " in line]
     return errors, warnings

@@ -5,7 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+# Debian's own python3 refuses `pip install` outside a virtual environment
+# (PEP 668, "externally managed"): there the tests run in .venv, made here.
+# Any other python3 (or one already in a virtual environment) is used as it is.
+python=python3
+managed='import os, sys, sysconfig
+stdlib = sysconfig.get_path("stdlib")
+marker = os.path.exists(os.path.join(stdlib, "EXTERNALLY-MANAGED"))
+sys.exit(0 if marker and sys.prefix == sys.base_prefix else 1)'
+if python3 -c "$managed"; then
+    if ! python3 -c 'import ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    python=.venv/bin/python
+fi
+
+"$python" -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 
 # Browser tests drive Debian's Chromium with Playwright (its own browser
 # downloads are not used); the multi-node test runs Debian's nginx in front of
@@ -13,8 +30,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 # libfaketime (package faketime); the browser client's unit tests run on Node.js
 # (package nodejs, 18 or newer), and the dashboard's Lighthouse test on npm's
 # lighthouse (below; package npm brings npm).  Installed here when we can;
-# otherwise those tests skip on a developer machine, and fail in CI.  PostgreSQL tests use the server on
-# 127.0.0.1:5432 (or LIVEFEED_TEST_POSTGRES_URL).
+# otherwise those tests skip on a developer machine, and fail in CI.
+# PostgreSQL tests use the server on 127.0.0.1:5432 (or LIVEFEED_TEST_POSTGRES_URL).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-liberation)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
@@ -43,12 +60,13 @@ if ! grep -qs "\"version\": \"$LIGHTHOUSE_VERSION\"" "$lighthouse_pkg"; then
     fi
 fi
 
-python3 -m ruff check .
-lint-imports --no-cache >/dev/null || lint-imports --no-cache  # the layers of app/ (pyproject.toml)
-python3 -m mypy  # strict, over app/ (pyproject.toml)
+"$python" -m ruff check .
+lint_imports='import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
+"$python" -c "$lint_imports" --no-cache >/dev/null || "$python" -c "$lint_imports" --no-cache  # the layers of app/ (pyproject.toml)
+"$python" -m mypy  # strict, over app/ (pyproject.toml)
 if command -v node >/dev/null || [ "${CI:-}" = true ]; then
     node --test tests/js/
 else
     echo "note: node is missing; the browser client's unit tests (tests/js) did not run" >&2
 fi
-python3 -m pytest "$@"
+"$python" -m pytest "$@"

@@ -1,9 +1,10 @@
-"""Fixtures: a real Livefeed server per test, on a free port and a fresh database.
+"""Fixtures: a real Livefeed server per test, on a port of its own and a fresh database.
 
-The store and transport suites run on both engines: a test in one of
-``BOTH_ENGINES`` gets a ``backend`` of "sqlite" and "postgresql" (each server on
-a fresh PostgreSQL database); ``@pytest.mark.sqlite_only`` keeps a test that
-reaches into the SQLite file on SQLite.  Other suites run on SQLite.
+``engine`` is the one place a test's database engine is chosen.  A module
+marked ``pytestmark = pytest.mark.both_engines`` runs each test that uses it
+(through ``server``, ``start_server`` or a store fixture) on "sqlite" and
+"postgresql"; ``@pytest.mark.sqlite_only`` keeps a test that reaches into the
+SQLite file on SQLite.  Everything else runs on SQLite.
 """
 
 from __future__ import annotations
@@ -15,30 +16,38 @@ import pytest
 
 from tests.support import ServerProcess, fresh_postgres_url
 
-BOTH_ENGINES = {"test_streams", "test_replay", "test_publish", "test_credentials", "test_expiry"}
+ENGINES = ["sqlite", "postgresql"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_engines: run on SQLite and on PostgreSQL")
     config.addinivalue_line("markers", "sqlite_only: reaches into the SQLite file itself")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" not in metafunc.fixturenames:
+    if "engine" not in metafunc.fixturenames:
         return
-    module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    both = module in BOTH_ENGINES and not metafunc.definition.get_closest_marker("sqlite_only")
-    metafunc.parametrize("backend", ["sqlite", "postgresql"] if both else ["sqlite"])
+    marked = metafunc.definition.get_closest_marker
+    both = marked("both_engines") is not None and marked("sqlite_only") is None
+    metafunc.parametrize("engine", ENGINES if both else ENGINES[:1], indirect=True)
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, backend: str) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers with ``LIVEFEED_*`` overrides; all are stopped afterwards."""
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine of this test's servers and stores: "sqlite" or "postgresql"."""
+    return str(request.param)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, engine: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with ``LIVEFEED_*`` overrides; all are stopped afterwards.
+    On PostgreSQL each server gets a fresh database of its own."""
     started: list[ServerProcess] = []
 
     def start(**env: str) -> ServerProcess:
         workdir = tmp_path / f"server{len(started)}"
         workdir.mkdir()
-        url = fresh_postgres_url() if backend == "postgresql" else None
+        url = fresh_postgres_url() if engine == "postgresql" else None
         server = ServerProcess(workdir, env, database_url=url)
         started.append(server)
         return server.start()

@@ -2,7 +2,7 @@
 
 ``SERVERS`` builds an ASGI app around a response factory: a Quart view that
 returns the response, or a plain ASGI app that calls it. ``served`` runs such
-an app on a real Hypercorn server on a free loopback port.
+an app on a real Hypercorn server on a loopback port the kernel chose.
 """
 
 from __future__ import annotations
@@ -18,31 +18,22 @@ from hypercorn.config import Config
 from quart import Quart
 
 from app.sse import EventSourceResponse
-from tests.support import free_port
+from tests.support import listening_socket
 
 ResponseFactory = Callable[[], EventSourceResponse]
 
 
 @contextlib.asynccontextmanager
 async def served(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app with Hypercorn on a free local port; yield its base URL."""
-    port = free_port()
+    """Serve an ASGI app with Hypercorn on a loopback port of its own; yield its base URL."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns the socket from here
     config.graceful_timeout = 1
     shutdown = asyncio.Event()
     server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))
     try:
-        async with asyncio.timeout(5):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.close()
-                await writer.wait_closed()
-                break
         yield f"http://127.0.0.1:{port}"
     finally:
         shutdown.set()

@@ -1,8 +1,13 @@
-"""Real servers and real clients for the tests.
+"""Everything the tests share: servers, clients, waiting, and the CI rule.
 
-``ServerProcess`` runs ``python run.py serve`` as a subprocess on a free
-loopback port with its own SQLite file, so tests exercise exactly what users
-run, including restarts, SIGTERM and ``kill -9``.
+``ServerProcess`` runs ``python run.py serve`` as a subprocess (through
+:mod:`harness`, which the benchmarks use too) on a port it binds itself, with
+its own SQLite file, so tests exercise exactly what users run, including
+restarts, SIGTERM and ``kill -9``.
+
+A missing mechanism (PostgreSQL, Chromium, nginx, ...) skips a test on a
+developer machine and fails it in CI (``CI=true``): CI can never pass without
+having tested it.
 """
 
 from __future__ import annotations
@@ -10,97 +15,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
+import re
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import orjson
+import pytest
 
+import harness
+from harness import ROOT
 from tests.sse_parser import SSEMessage, SSEParser
 
-ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 20.0
+__all__ = ["ROOT"]
+
+IN_CI = os.environ.get("CI") == "true"
+SLOW = float(os.environ.get("LIVEFEED_E2E_SLOWDOWN", "1"))  # scales browser-test timeouts
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def skip_or_fail(reason: str) -> NoReturn:
+    """A missing mechanism skips on a developer machine and fails in CI."""
+    if IN_CI:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
-class ServerProcess:
+def ms(seconds: float) -> float:
+    """A Playwright timeout (milliseconds) for ``seconds``, scaled by SLOW."""
+    return seconds * 1000 * SLOW
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 10, what: str = "condition") -> None:
+    """Poll ``check`` until it is true; fail after ``timeout_s`` (scaled by SLOW)."""
+    deadline = time.monotonic() + timeout_s * SLOW
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class ServerProcess(harness.ServerProcess):
     """One Livefeed server; stop/start keeps the port and the database."""
 
     def __init__(
         self, workdir: Path, env: dict[str, str] | None = None, database_url: str | None = None
     ) -> None:
-        self.workdir = workdir
-        self.port = free_port()
         self.database_url = database_url or f"sqlite:///{workdir / 'livefeed.db'}"
-        self.env = {
-            "LIVEFEED_HEARTBEAT_S": "30",
-            "LIVEFEED_DATABASE_URL": self.database_url,
-            **(env or {}),
-        }
-        self.log_path = workdir / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self) -> ServerProcess:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEED_")}
-        env = {**inherited, **self.env, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(self.port)],
-                cwd=self.workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # so kill() also reaches workers under --workers
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not become ready:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the server and every process it started."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        defaults = {"LIVEFEED_HEARTBEAT_S": "30", "LIVEFEED_DATABASE_URL": self.database_url}
+        super().__init__(workdir, {**defaults, **(env or {})})
 
     def publish(self, events: list[dict[str, Any]] | dict[str, Any], **kwargs: Any) -> list[int]:
         """POST events; returns their ids."""
@@ -132,6 +98,52 @@ class ServerProcess:
                 return found
 
 
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The answer is a JSON ``{"error", "detail"}`` error with ``status`` (and ``code``)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["detail"]
+    if code is not None:
+        assert body["error"] == code
+    return body
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """A sample's value in a /metrics page (0 if it is not there)."""
+    selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.escape(name + ("{" + selector + "}" if labels else "")) + r" ([0-9.e+]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+def fresh_postgres_url() -> str:
+    """A new, empty PostgreSQL database of its own (:func:`harness.fresh_database`);
+    none reachable skips, or fails in CI."""
+    try:
+        return harness.fresh_database()
+    except harness.PostgresUnavailable as exc:
+        skip_or_fail(str(exc))
+
+
+def listening_socket() -> socket.socket:
+    """A loopback socket bound to a port the kernel chose, already listening: for a
+    server in the test's own process (``fd://`` for Hypercorn) or a proxy."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound (so nobody else takes it) and
+    never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 async def sse_messages(
     url: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0
 ) -> AsyncIterator[SSEMessage]:
@@ -145,6 +157,22 @@ async def sse_messages(
             async for chunk in response.aiter_raw():
                 for message in parser.feed(chunk):
                     yield message
+
+
+async def read_sse(
+    url: str,
+    into: list[SSEMessage],
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+    opened: asyncio.Event | None = None,
+) -> None:
+    """Every message, appended to ``into`` as it arrives, until the server ends the
+    response; ``opened`` is set once the first one is in."""
+    async for message in sse_messages(url, headers=headers, timeout=timeout):
+        into.append(message)
+        if opened is not None:
+            opened.set()
 
 
 async def collect_sse(
@@ -169,64 +197,3 @@ def event_ids(messages: list[SSEMessage]) -> list[int]:
 
 
 CONTROL_TYPES = {"connection_established", "heartbeat", "replay_truncated", "stream_error", "pong"}
-
-
-def fresh_postgres_url() -> str:
-    """A new, empty PostgreSQL database of its own; dropped when the process exits.
-
-    One database per caller keeps test runs (and parallel runs) from seeing
-    each other's events.  The server is found at ``LIVEFEED_TEST_POSTGRES_URL``
-    or on 127.0.0.1:5432 with trust auth (user ``postgres``, else ``root``).
-    No reachable server skips on a developer machine but fails in CI
-    (``CI=true``), so CI can never pass without having tested PostgreSQL.
-    """
-    import atexit
-    import secrets
-    from concurrent.futures import ThreadPoolExecutor
-    from urllib.parse import urlsplit
-
-    import asyncpg
-    import pytest
-
-    configured = os.environ.get("LIVEFEED_TEST_POSTGRES_URL")
-    candidates = (
-        [configured]
-        if configured
-        else [
-            "postgresql://postgres@127.0.0.1:5432/postgres",
-            "postgresql://root@127.0.0.1:5432/test",
-        ]
-    )
-    name = f"livefeed_test_{secrets.token_hex(6)}"
-
-    async def execute(statement: str, admins: list[str]) -> tuple[str | None, list[str]]:
-        """Run ``statement`` on the first server that answers; returns its URL."""
-        errors = []
-        for admin in admins:
-            try:
-                conn = await asyncpg.connect(admin, timeout=3)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                errors.append(f"{urlsplit(admin).netloc}: {exc}")
-                continue
-            try:
-                await conn.execute(statement)
-            finally:
-                await conn.close()
-            return admin, errors
-        return None, errors
-
-    # A loop of its own in a thread of its own: the caller may be inside a running loop.
-    with ThreadPoolExecutor(1) as pool:
-        create = f"CREATE DATABASE {name} TEMPLATE template0"
-        admin, errors = pool.submit(lambda: asyncio.run(execute(create, candidates))).result()
-    if admin is None:
-        message = (
-            f"PostgreSQL is not reachable ({'; '.join(errors)}); start it with: "
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    atexit.register(lambda: asyncio.run(execute(drop, [admin])))  # no loop runs at exit
-    return urlsplit(admin)._replace(path=f"/{name}").geturl()

@@ -9,8 +9,8 @@ from tests.support import ROOT
 
 
 def test_benchmark_suite_smoke_run_loses_nothing():
-    """bench/run_all.py --smoke exits non-zero on any error, loss, duplicate or reorder."""
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--smoke"],
+    """python -m bench.run_all --smoke exits non-zero on any error, loss, duplicate or reorder."""
+    result = subprocess.run([sys.executable, "-m", "bench.run_all", "--smoke"],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fan-out" in result.stdout and "replay" in result.stdout

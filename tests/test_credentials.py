@@ -12,8 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.support import ServerProcess, collect_sse, event_ids
-from tests.test_publish import assert_error
+from tests.support import ServerProcess, assert_error, collect_sse, event_ids
+
+pytestmark = pytest.mark.both_engines
 
 
 def publish(server: ServerProcess, body: object, key: str, **headers: str) -> httpx.Response:

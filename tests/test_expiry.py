@@ -24,9 +24,18 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support import ROOT, ServerProcess, collect_sse, event_ids, sse_messages
-from tests.test_publish import assert_error
-from tests.test_slow_clients import metric
+from tests.sse_parser import SSEMessage
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    assert_error,
+    collect_sse,
+    event_ids,
+    metric,
+    read_sse,
+)
+
+pytestmark = pytest.mark.both_engines
 
 SECRET = "expiring-read-credentials-test-key-0123456789"
 WRITER = {"Authorization": "Bearer writer"}
@@ -71,14 +80,11 @@ class Ended:
         return [m["id"] for m in self.messages if "id" in m]
 
 
-async def read_sse(url: str, opened: asyncio.Event, headers: dict[str, str]) -> Ended:
+async def sse_to_end(url: str, opened: asyncio.Event, headers: dict[str, str]) -> Ended:
     """Every SSE message (its JSON data) until the server ends the response."""
-    ended = Ended()
-    async for message in sse_messages(url, headers=headers):
-        ended.messages.append(orjson.loads(message.data))
-        opened.set()
-    ended.at = time.time()
-    return ended
+    messages: list[SSEMessage] = []
+    await read_sse(url, messages, headers=headers, opened=opened)
+    return Ended([orjson.loads(message.data) for message in messages], at=time.time())
 
 
 async def read_ws(url: str, opened: asyncio.Event, headers: dict[str, str]) -> Ended:
@@ -102,7 +108,7 @@ async def open_then_publish(
     """Open an SSE and a WebSocket stream, publish one event, wait for both to end."""
     opened = [asyncio.Event(), asyncio.Event()]
     streams = asyncio.gather(
-        read_sse(sse_url, opened[0], headers), read_ws(ws_url, opened[1], headers)
+        sse_to_end(sse_url, opened[0], headers), read_ws(ws_url, opened[1], headers)
     )
     async with asyncio.timeout(10):
         await asyncio.gather(*(event.wait() for event in opened))

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import app.store.sqlite as sqlite_module
+import harness
 from app.config import Settings
 from app.events import Draft, Event, utc_timestamp
 from app.server import hypercorn_config
@@ -41,24 +40,15 @@ from tests.sse_parser import SSEParser
 from tests.support import (
     CONTROL_TYPES,
     ROOT,
-    START_TIMEOUT_S,
     ServerProcess,
     collect_sse,
     event_ids,
-    free_port,
     fresh_postgres_url,
+    skip_or_fail,
 )
 
-IN_CI = os.environ.get("CI") == "true"
 JSON = {"Content-Type": "application/json"}
 CHANNEL = "livefeed_log"  # the NOTIFY channel of app/store/postgres.py
-
-
-def skip_or_fail(reason: str) -> None:
-    """A missing mechanism skips on a developer machine and fails in CI."""
-    if IN_CI:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 async def ws_ids_until(ws: ClientConnection, last_id: int, timeout: float = 20.0) -> list[int]:
@@ -550,52 +540,37 @@ def test_row47_the_hypercorn_config_never_sets_a_read_timeout() -> None:
 
 
 RUN_WITH_READ_TIMEOUT = """
-import asyncio, os
+import asyncio, os, sys
 from hypercorn.asyncio import serve
 from app import create_app
 from app.config import from_env
-from app.server import hypercorn_config
-settings = from_env(os.environ)
-config = hypercorn_config(settings)
+from app.server import announce, hypercorn_config, listening_socket
+settings = from_env({**os.environ, "LIVEFEED_PORT": sys.argv[-1]})
+sock = listening_socket(settings)
+announce(sock)
+config = hypercorn_config(settings, sock)
 config.read_timeout = 1  # what an operator might set, if Livefeed let them
 asyncio.run(serve(create_app(settings), config))
 """
 
 
 @contextlib.contextmanager
-def script_server(script: str, tmp_path: Path) -> Iterator[int]:
+def script_server(script: str, tmp_path: Path) -> Iterator[harness.ServerProcess]:
     """The app served by a small script of the test's own (a setting Livefeed does not
-    offer, a fault it cannot be made to have from outside); yields its port."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEED_")}
-    env |= {
-        "LIVEFEED_PORT": str(port),
+    offer, a fault it cannot be made to have from outside), from this checkout.  The
+    script gets ``--port N`` like ``run.py serve`` and announces the port it bound."""
+    env = {
         "LIVEFEED_DATABASE_URL": f"sqlite:///{tmp_path / 'script.db'}",
         "LIVEFEED_HEARTBEAT_S": "30",
+        "PYTHONPATH": str(ROOT),
     }
-    log_path = tmp_path / "script.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", script],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    workdir = tmp_path / "script"
+    workdir.mkdir()
+    server = harness.ServerProcess(workdir, env, command=[sys.executable, "-c", script])
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        yield port
+        yield server.start()
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        server.kill()
 
 
 async def quiet_sse(url: str, quiet_s: float) -> tuple[bool, float]:
@@ -622,10 +597,10 @@ def test_row47_quiet_streams_outlive_what_a_read_timeout_would_cut(
     closes a quiet SSE stream after about a second (a stream client sends nothing after
     its request).  Livefeed's own server keeps quiet SSE and WebSocket streams open for
     3 s (heartbeats every 30 s) and they then get the next event."""
-    with script_server(RUN_WITH_READ_TIMEOUT, tmp_path) as port:
+    with script_server(RUN_WITH_READ_TIMEOUT, tmp_path) as script:
 
         async def scenario() -> None:
-            url = f"http://127.0.0.1:{port}/sse/validation_updates"
+            url = f"{script.url}/sse/validation_updates"
             ended, after = await quiet_sse(url, 5)
             assert ended and 0.8 < after < 3.0  # cut by the read timeout
 
@@ -643,7 +618,7 @@ def test_row47_quiet_streams_outlive_what_a_read_timeout_would_cut(
 # Row 36: a handler that fails after the stream was accepted
 
 RUN_WITH_A_FAILING_PUMP = """
-import asyncio, os
+import asyncio, os, sys
 from app.config import from_env
 from app.events import Event
 from app.hub import Subscription
@@ -658,7 +633,7 @@ async def failing_next(self):
     return frames
 
 Subscription.__anext__ = failing_next
-asyncio.run(serve_forever(from_env(os.environ)))
+asyncio.run(serve_forever(from_env({**os.environ, "LIVEFEED_PORT": sys.argv[-1]})))
 """
 
 
@@ -669,8 +644,8 @@ def test_row36_a_handler_failing_after_accept_closes_1011_and_the_server_goes_on
     arrives) must not look like a normal end: WebSocket closes 1011 "internal error;
     reconnect", SSE sends an ``internal_error`` event and ends, the traceback is
     logged, and the server keeps serving everyone else."""
-    with script_server(RUN_WITH_A_FAILING_PUMP, tmp_path) as port:
-        base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+    with script_server(RUN_WITH_A_FAILING_PUMP, tmp_path) as script:
+        base, ws_base = script.url, script.ws_url
 
         async def scenario() -> None:
             async with (
@@ -702,7 +677,7 @@ def test_row36_a_handler_failing_after_accept_closes_1011_and_the_server_goes_on
                 assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "after"
 
         asyncio.run(scenario())
-        log = (tmp_path / "script.log").read_text()
+        log = script.log()
         assert "websocket stream failed" in log and "sse stream failed" in log
         assert log.count("RuntimeError: injected failure after accept") == 2
 

@@ -16,7 +16,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support import ROOT, ServerProcess, free_port, fresh_postgres_url
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    fresh_postgres_url,
+    listening_socket,
+    skip_or_fail,
+)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -47,9 +53,7 @@ def nginx_config(workdir: Path, listen: int, nodes: list[int]) -> Path:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
     if not os.path.exists(NGINX):
-        if os.environ.get("CI") == "true":
-            pytest.fail("nginx is not installed; scripts/test.sh installs it")
-        pytest.skip("nginx is not installed")
+        skip_or_fail("nginx is not installed; scripts/test.sh installs it")
     url = fresh_postgres_url()
     nodes = []
     for name in ("a", "b"):
@@ -59,7 +63,10 @@ def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]
                 tmp_path / name, {"LIVEFEED_TRUST_PROXY": "127.0.0.1"}, database_url=url
             ).start()
         )
-    port = free_port()
+    # nginx takes over a socket it inherits (named in $NGINX) instead of binding its
+    # own, so the port is ours from the start; its listen line names that address.
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     proxy = subprocess.Popen(
         [
             NGINX,
@@ -68,8 +75,11 @@ def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]
             "-g",
             "daemon off;",
         ],
+        env={**os.environ, "NGINX": f"{sock.fileno()};"},
+        pass_fds=[sock.fileno()],
         stderr=subprocess.PIPE,
     )
+    sock.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

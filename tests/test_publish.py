@@ -6,7 +6,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, assert_error
+
+pytestmark = pytest.mark.both_engines
 
 
 def post(
@@ -18,16 +20,6 @@ def post(
     if content_type is not None:
         headers["Content-Type"] = content_type
     return httpx.post(server.url + "/api/events", content=body, headers=headers, timeout=10)
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error", "detail"} and body["detail"]
-    if code is not None:
-        assert body["error"] == code
-    return body
 
 
 def test_single_publish_returns_id_and_ts(server: ServerProcess):

@@ -20,14 +20,15 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.sse_parser import SSEMessage, SSEParser
-from tests.support import ServerProcess
+from tests.sse_parser import SSEMessage
+from tests.support import ServerProcess, read_sse
 
 pytestmark = pytest.mark.asyncio
 
 QUIET_S = 63.0  # longer than Quart's RESPONSE_TIMEOUT of 60 s
 MAX_WAIT_S = 30  # the longest long-poll the server allows
 CHANNEL = "validation_updates"
+READ_TIMEOUT_S = QUIET_S + MAX_WAIT_S + 30
 
 
 class Stream:
@@ -38,13 +39,9 @@ class Stream:
         self.ended: str | None = None
 
 
-async def read_sse(client: httpx.AsyncClient, url: str, into: Stream) -> None:
+async def watch_sse(url: str, into: Stream) -> None:
     try:
-        async with client.stream("GET", url) as response:
-            assert response.status_code == 200
-            parser = SSEParser()
-            async for chunk in response.aiter_raw():
-                into.items.extend(parser.feed(chunk))
+        await read_sse(url, into.items, timeout=READ_TIMEOUT_S)
         into.ended = "the server ended the response"
     except httpx.HTTPError as exc:
         into.ended = repr(exc)
@@ -112,10 +109,10 @@ async def test_quiet_streams_outlive_every_timeout_and_still_deliver(
     of 30 s come back empty with 200 meanwhile, and the one waiting gets the event."""
     server = start_server(LIVEFEED_HEARTBEAT_S="600")
     sse, ndjson, ws, poll = Stream(), Stream(), Stream(), Stream()
-    timeout = httpx.Timeout(10, read=QUIET_S + MAX_WAIT_S + 30)
+    timeout = httpx.Timeout(10, read=READ_TIMEOUT_S)
     async with httpx.AsyncClient(timeout=timeout) as client:
         tasks = [
-            asyncio.create_task(read_sse(client, f"{server.url}/sse/{CHANNEL}", sse)),
+            asyncio.create_task(watch_sse(f"{server.url}/sse/{CHANNEL}", sse)),
             asyncio.create_task(
                 read_ndjson(client, f"{server.url}/api/events?format=ndjson&follow=1", ndjson)
             ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import time
 
@@ -12,7 +11,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, metric
 
 
 def stuck_socket(server: ServerProcess, transport: str = "sse") -> socket.socket:
@@ -29,13 +28,6 @@ def stuck_socket(server: ServerProcess, transport: str = "sse") -> socket.socket
         )
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{upgrade}\r\n".encode())
     return sock
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.escape(name + ("{" + selector + "}" if labels else "")) + r" ([0-9.e+]+)"
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else 0.0
 
 
 @pytest.mark.asyncio

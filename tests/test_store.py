@@ -1,6 +1,7 @@
 """The store contract on both engines: SQLite and the real PostgreSQL.
 
-Every test that takes ``store`` or ``stores`` runs once per engine.  A
+Every test that takes ``store`` or ``stores`` runs once per engine (the
+``engine`` fixture of ``tests/conftest.py``).  A
 second store on the same database stands in for another process or
 machine.  PostgreSQL tests share one fresh database per session (emptied
 before each test); tests that need an untouched database make their own.
@@ -26,7 +27,9 @@ from app.store import Store, open_store
 from app.store.base import IDEMPOTENCY_WINDOW_S, Bounds, Page
 from app.store.migrate import load_migrations
 from app.store.postgres import PostgresStore, apply_postgres_migrations
-from tests.support import free_port, fresh_postgres_url
+from tests.support import fresh_postgres_url, refused_port
+
+pytestmark = pytest.mark.both_engines
 
 TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 OpenStore = Callable[[], Awaitable[Store]]
@@ -84,9 +87,9 @@ async def pg_url(postgres_url: str) -> str:
     return postgres_url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    if request.param == "sqlite":
+@pytest.fixture
+def engine_url(engine: str, request: pytest.FixtureRequest, tmp_path: object) -> str:
+    if engine == "sqlite":
         return f"sqlite:///{tmp_path}/livefeed.db"
     return request.getfixturevalue("postgres_url")
 
@@ -412,15 +415,19 @@ class TcpRelay:
     """A loopback relay in front of PostgreSQL that a test can cut and restore."""
 
     def __init__(self, target: str) -> None:
-        parts = urlsplit(target)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{free_port()}").geturl()
+        self._parts = urlsplit(target)
+        self.target = (self._parts.hostname or "127.0.0.1", self._parts.port or 5432)
+        self.port = 0  # the kernel chooses at the first start; restarts keep it
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
+    @property
+    def url(self) -> str:
+        return self._parts._replace(netloc=f"{self._parts.username}@127.0.0.1:{self.port}").geturl()
+
     async def start(self) -> None:
-        port = urlsplit(self.url).port
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", port)
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
         """Refuse new connections and drop every open one, as a dead network would."""
@@ -495,9 +502,10 @@ async def test_postgres_outage_is_unavailable_then_recovers(pg_url: str) -> None
 
 @pytest.mark.asyncio
 async def test_postgres_unreachable_or_missing_database_is_unavailable(pg_url: str) -> None:
-    refused = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/livefeed")
-    with pytest.raises(StoreUnavailable, match=r"cannot reach PostgreSQL at 127\.0\.0\.1"):
-        await refused.open()
+    with refused_port() as port:
+        refused = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/livefeed")
+        with pytest.raises(StoreUnavailable, match=r"cannot reach PostgreSQL at 127\.0\.0\.1"):
+            await refused.open()
 
     missing = urlsplit(pg_url)._replace(path="/livefeed_no_such_database").geturl()
     with pytest.raises(StoreUnavailable, match="does not exist"):

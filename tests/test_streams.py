@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from tests.support import ServerProcess, collect_sse, event_ids
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.both_engines]
 
 
 async def ws_frames(url: str, count: int, timeout: float = 10.0, **kwargs) -> list[dict]:

@@ -3,8 +3,8 @@ Live Activity Feed.
 
 The page is a template plus static files: ``static/livefeed-client.js`` and the
 ES modules it imports (the reusable client library), and ``static/dashboard*.js``
-and ``dashboard.css``, the UI that uses it. It carries no inline script or style, so it is served with a
-Content-Security-Policy that allows only same-origin resources: event data
+and ``dashboard.css``, the UI that uses it. It carries no inline script or style,
+so it is served with a Content-Security-Policy that allows only same-origin resources: event data
 that slipped through as HTML could not run anything even if the UI rendered
 it (it renders text only). ``connect-src 'self'`` covers same-origin ``ws:``
 and ``wss:`` in current browsers.

@@ -1,9 +1,10 @@
 """Numbered SQL migrations per dialect, applied once and recorded.
 
-``migrations/<dialect>/NNNN_name.sql`` run in order inside one transaction
-that also holds the database's write lock, so several processes starting
-together apply each migration exactly once.  A database that has seen a
-newer migration than this code knows is refused rather than guessed at.
+``app/migrations/<dialect>/NNNN_name.sql`` (inside the package, so that an
+installed wheel has them) run in order inside one transaction that also
+holds the database's write lock, so several processes starting together
+apply each migration exactly once.  A database that has seen a newer
+migration than this code knows is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_version ("
     " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"

@@ -1,11 +1,13 @@
 """Real headless Chromium (Debian's package) driven by Playwright, for every browser test.
 
-Playwright's own browser downloads are not used.  A missing Chromium skips
-these tests on a developer machine and fails them in CI (``CI=true``).
+Playwright's own browser downloads are not used.  A missing Chromium (or
+Playwright) skips these tests on a developer machine and fails them in CI
+(``CI=true``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,8 @@ from typing import Any
 
 import pytest
 
-IN_CI = os.environ.get("CI") == "true"
+from tests.support import skip_or_fail
+
 CHROMIUM = os.environ.get("LIVEFEED_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -27,11 +30,10 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    if importlib.util.find_spec("playwright") is None:
+        skip_or_fail("the playwright package is not installed")
     if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing: apt-get install chromium"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"{CHROMIUM} is missing: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -10,33 +10,21 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, eventually, ms
 
-IN_CI = os.environ.get("CI") == "true"
-try:
+if TYPE_CHECKING:  # the browser fixture checks that Playwright is there
     from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Page
-except ImportError:  # pragma: no cover - depends on the machine
-    if IN_CI:
-        raise
-    pytest.skip("the playwright package is not installed", allow_module_level=True)
 
-SLOW = float(os.environ.get("LIVEFEED_E2E_SLOWDOWN", "1"))
 CHANNEL = "validation_updates"
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000 * SLOW
 
 
 # --------------------------------------------------------------------------- helpers
@@ -143,15 +131,6 @@ def metric(url: str, name: str, labels: str) -> float:
     found = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
     assert found, f"{name}{{{labels}}} is not in /metrics"
     return float(found.group(1))
-
-
-def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s * SLOW
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

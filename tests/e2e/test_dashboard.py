@@ -11,29 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-IN_CI = os.environ.get("CI") == "true"
-try:
+from tests.support import ROOT, SLOW, eventually, ms
+
+if TYPE_CHECKING:  # the browser fixture checks that Playwright is there
     from playwright.sync_api import BrowserContext, Page, WebSocketRoute
-except ImportError:  # pragma: no cover - depends on the machine
-    if IN_CI:
-        raise
-    pytest.skip("the playwright package is not installed", allow_module_level=True)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-ROOT = Path(__file__).resolve().parents[2]
-SLOW = float(os.environ.get("LIVEFEED_E2E_SLOWDOWN", "1"))  # scales every timeout below
 LIVE_WS = "Live · WebSocket"
 LIVE_SSE = "Live · SSE (fallback)"
 LIVE_POLL = "Live · polling"
@@ -50,11 +44,6 @@ KNOWN_TYPES = [
     "workflow_completed",
     "workflow_failed",
 ]
-
-
-def ms(seconds: float) -> float:
-    """A Playwright timeout (milliseconds) for ``seconds``, scaled by SLOW."""
-    return seconds * 1000 * SLOW
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -122,15 +111,6 @@ def events(n: int, *, types: list[str] | None = None, prefix: str = "wf_") -> li
 
 def connections(url: str) -> dict[str, int]:
     return httpx.get(url + "/api/stats", timeout=5).json()["connections"]
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s * SLOW
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def block_websocket(page: Page) -> None:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.e2e.test_dashboard import LIVE_WS, events, ms, wait_event, wait_status
+from tests.e2e.test_dashboard import LIVE_WS, events, wait_event, wait_status
+from tests.support import ms
 
-try:
+if TYPE_CHECKING:  # the browser fixture checks that Playwright is there
     from playwright.sync_api import BrowserContext, Page
-except ImportError:  # pragma: no cover - test_dashboard skips or fails the same way
-    pytest.skip("the playwright package is not installed", allow_module_level=True)
 
 RECORD_SHIFTS = """
   window.__shifts = [];
@@ -78,7 +77,7 @@ def test_streaming_events_shift_nothing(
 def test_a_reader_pointing_at_the_feed_keeps_their_rows_still(
     server: Any, context: BrowserContext
 ) -> None:
-    """Pointer on the feed: rows stay put and a button counts new events; pointer gone: it follows."""
+    """Pointer on the feed: rows stay put, a button counts new events; pointer gone: it follows."""
     page = context.new_page()
     page.goto(server.url + "/dashboard/")
     wait_status(page, LIVE_WS)

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.e2e.conftest import CHROMIUM, IN_CI
+from tests.e2e.conftest import CHROMIUM
+from tests.support import ROOT, skip_or_fail
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 LIGHTHOUSE = Path(
     os.environ.get("LIVEFEED_LIGHTHOUSE", ROOT / "build/lighthouse/node_modules/.bin/lighthouse")
@@ -39,12 +38,8 @@ MAX_CLS = 0.1
 
 def require(path: Path, what: str) -> None:
     """Skip without ``path`` on a developer machine; fail in CI."""
-    if path.exists():
-        return
-    message = f"{path} is missing: {what}"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    if not path.exists():
+        skip_or_fail(f"{path} is missing: {what}")
 
 
 def lighthouse(url: str, out: Path, preset: str) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class Subscription:
     """One reader: cursor, filter, bounded live queue, and the catch-up logic."""
 
     __slots__ = (
+        "_changes",
         "_closing",
         "_finished",
         "_hub",
@@ -81,19 +82,19 @@ class Subscription:
         "filter",
         "latest_id",
         "replaying",
+        "several",
     )
 
     def __init__(
         self, hub: Hub, filter: EventFilter, cursor: int, latest_id: int, first: list[Frame]
     ) -> None:
-        self.filter = filter
         self.cursor = cursor  # the last id handed out or scanned past
         self.latest_id = latest_id  # the store's newest id at the handshake
         self._hub = hub
         self._queue_size = hub.queue_size
-        # the hub's index matches the workflow; only these need a look at each event
-        self._picky = not (filter.types is None and filter.since is None and filter.until is None)
         self._pending: list[Frame] = first
+        self._changes: list[tuple[EventFilter, Callable[[int], Control]]] = []
+        self._use_filter(filter)
         self._queue: list[Event] = []
         self._live = False
         self._live_from = 0
@@ -104,7 +105,25 @@ class Subscription:
         self._finished = False
         self.replaying = True  # whether the last batch came from the log, not live
 
-    # Called by the hub; none of these ever awaits.
+    def _use_filter(self, filter: EventFilter) -> None:
+        self.filter = filter
+        ids = filter.workflow_ids
+        # The hub offers a commit once, in id order, to a subscription that follows
+        # several workflows; it filters it itself ("picky"), as one with other filters.
+        self.several = ids is not None and len(ids) > 1
+        self._picky = self.several or not (
+            filter.types is None and filter.since is None and filter.until is None
+        )
+
+    # Called by the hub, or by the connection's other side; none of these ever awaits.
+
+    def change(self, filter: EventFilter, announce: Callable[[int], Control]) -> None:
+        """Follow ``filter`` from now on.  The change applies between two batches of
+        the outgoing stream, at its position N, where the frame ``announce(N)`` is
+        put: everything before it has ``id <= N``, everything after ``id > N``; what
+        stays followed loses nothing and what is added starts after N."""
+        self._changes.append((filter, announce))
+        self._wake()
 
     def offer(self, events: list[Event]) -> bool:
         """Queue live events (in id order, of this subscription's workflow: the hub's
@@ -158,6 +177,8 @@ class Subscription:
             if self._closing is not None:
                 self._finished = True
                 return [*self._take_pending(), self._closing]
+            if self._changes:
+                return self._apply_changes()
             if self._overflowed:
                 self._overflowed = False
                 self._hub.note_fell_behind()
@@ -187,6 +208,27 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def _apply_changes(self) -> list[Frame]:
+        """Switch filters at the stream's position N.  Catching up, N is the cursor.
+        Live, the hub has offered this subscription every event up to its dispatched
+        id, so what is queued goes out first and N is that id; the subscription
+        stays live, indexed under its new workflows (no read of the log)."""
+        frames = self._take_pending()
+        live = self._live
+        if live:
+            frames.extend(self._queue)
+            self._queue = []
+            self.cursor = self._live_from = self._hub.dispatched_id
+            self._hub.unregister_live(self)
+        for filter, announce in self._changes:
+            self._use_filter(filter)
+            frames.append(announce(self.cursor))
+        self._changes = []
+        if live:
+            self._hub.register_live(self)
+        self.replaying = not live
+        return frames
 
     def _take_pending(self) -> list[Frame]:
         frames, self._pending = self._pending, []
@@ -322,24 +364,29 @@ class Hub:
 
     def close_subscription(self, sub: Subscription) -> None:
         self._subscriptions.discard(sub)
-        self._unregister_live(sub)
+        self.unregister_live(sub)
 
     def register_live(self, sub: Subscription) -> None:
-        if sub.filter.workflow_id is None:
+        """Index a live subscription under each workflow it follows (or every event)."""
+        workflow_ids = sub.filter.workflow_ids
+        if workflow_ids is None:
             self._everything.add(sub)
-        else:
-            self._by_workflow.setdefault(sub.filter.workflow_id, set()).add(sub)
+            return
+        for workflow_id in workflow_ids:
+            self._by_workflow.setdefault(workflow_id, set()).add(sub)
 
-    def _unregister_live(self, sub: Subscription) -> None:
-        workflow_id = sub.filter.workflow_id
-        if workflow_id is None:
+    def unregister_live(self, sub: Subscription) -> None:
+        """Take a subscription out of the index (under the filter it was indexed with)."""
+        workflow_ids = sub.filter.workflow_ids
+        if workflow_ids is None:
             self._everything.discard(sub)
             return
-        subs = self._by_workflow.get(workflow_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._by_workflow[workflow_id]
+        for workflow_id in workflow_ids:
+            subs = self._by_workflow.get(workflow_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_workflow[workflow_id]
 
     def recent_after(self, cursor: int, filter: EventFilter) -> list[Event]:
         newer: list[Event] = []
@@ -390,12 +437,16 @@ class Hub:
             self.ring_floor = self._ring.popleft().id
         overflowed = [sub for sub in self._everything if not sub.offer(events)]
         if self._by_workflow:
+            several: set[Subscription] = set()
             for workflow_id, of_workflow in _by_workflow(events).items():
                 for sub in self._by_workflow.get(workflow_id, ()):
-                    if not sub.offer(of_workflow):
+                    if sub.several:  # offered the whole commit once, below
+                        several.add(sub)
+                    elif not sub.offer(of_workflow):
                         overflowed.append(sub)
+            overflowed.extend(sub for sub in several if not sub.offer(events))
         for sub in overflowed:
-            self._unregister_live(sub)
+            self.unregister_live(sub)
         self.dispatched_id = max(self.dispatched_id, scanned_to)
         self.stats.dispatched += len(events)
         if self._to_wake and not self._waking:

@@ -16,8 +16,8 @@ export const MAX_CHANNELS = 50;
 
 const NAME_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 
-/** True when `name` is a channel name the server accepts. */
-export const isChannelName = (name) => typeof name === 'string' && NAME_RE.test(name);
+/** True when `name` is a channel name the server accepts ('.' and '..' would be path segments). */
+export const isChannelName = (name) => typeof name === 'string' && NAME_RE.test(name) && name !== '.' && name !== '..';
 
 /**
  * `input` ('wf_a,wf_b', an array, or nothing) as a list: trimmed, repeats

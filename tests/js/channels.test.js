@@ -19,6 +19,8 @@ test('a malformed name or more than 50 channels is a RangeError that names the p
   assert.throws(() => channelList('wf_a,wf b'), /not a channel name: "wf b"/);
   assert.throws(() => channelList(['wf/../x']), /not a channel name/);
   assert.throws(() => channelList(['x'.repeat(129)]), /not a channel name/);
+  for (const dots of ['.', '..']) assert.throws(() => channelList(['wf_a', dots]), /not a channel name/);
+  assert.deepEqual(channelList('wf.1,...'), ['wf.1', '...']);
   const many = Array.from({ length: MAX_CHANNELS + 1 }, (_, i) => `wf_${i}`);
   assert.throws(() => channelList(many), /51 channels: at most 50/);
   assert.equal(channelList(many.slice(1)).length, 50);

@@ -1,0 +1,76 @@
+"""Fixes to Hypercorn's protocols, installed by ``app.server`` before serving.
+
+- :mod:`~app.hypercorn_fixes.http1`: JSON bodies for the errors Hypercorn answers
+  itself, and an idle timer for silent h2c prior-knowledge connections.
+- :mod:`~app.hypercorn_fixes.websocket`: no ``permessage-deflate`` (a compression
+  bomb), a malformed extension offer refused with JSON, JSON handshake refusals that
+  end the connection, and a close handshake that always finishes.
+
+How: Hypercorn builds each connection's HTTP/1.1 protocol from the name
+``H11Protocol`` in ``hypercorn.protocol`` (every worker type: asyncio, uvloop,
+trio), and each WebSocket stream from the name ``WSStream`` in
+``hypercorn.protocol.h11`` and ``hypercorn.protocol.h2``.  ``install`` rebinds those
+three names to subclasses overriding a few private methods; nothing else changes.
+
+Fail safe: checked against Hypercorn 0.18.0 (with h11 0.16.0, wsproto 1.3.2).
+``install`` first checks that the names, signatures and call sites relied on are
+still there (:mod:`~app.hypercorn_fixes.checks`); if any is not, it logs a warning
+naming what stays unprotected and changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+
+import hypercorn.protocol
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+
+from app.hypercorn_fixes.checks import CHECKED_HYPERCORN, mismatches
+from app.hypercorn_fixes.http1 import LivefeedH11Protocol
+from app.hypercorn_fixes.websocket import LivefeedWSStream
+
+log = logging.getLogger(__name__)
+
+#: (module, name, replacement): every name ``install`` rebinds.
+REBOUND = (
+    (hypercorn.protocol, "H11Protocol", LivefeedH11Protocol),
+    (hypercorn.protocol.h11, "WSStream", LivefeedWSStream),
+    (hypercorn.protocol.h2, "WSStream", LivefeedWSStream),
+)
+
+
+def install() -> bool:
+    """Make Hypercorn build Livefeed's protocol classes; True if it now does.
+
+    Idempotent.  If Hypercorn's internals differ from what was checked, this logs
+    why and changes nothing, so Hypercorn keeps its own behaviour."""
+    if all(getattr(module, name, None) is ours for module, name, ours in REBOUND):
+        return True
+    version = importlib.metadata.version("hypercorn")
+    try:
+        found = mismatches()
+    except Exception as error:  # an inspection that fails is a mismatch too
+        found = [f"inspection failed: {error!r}"]
+    if found:
+        log.warning(
+            "Hypercorn %s is not the %s that app/hypercorn_fixes was checked against (%s): "
+            "its own behaviour stays, unprotected: error answers without a JSON body, "
+            "silent h2c connections, WebSocket compression "
+            "(a compression bomb can take memory), unfinished WebSocket closes",
+            version,
+            CHECKED_HYPERCORN,
+            "; ".join(found),
+        )
+        return False
+    if version != CHECKED_HYPERCORN:
+        log.info(
+            "Hypercorn %s: app/hypercorn_fixes was checked against %s; "
+            "the internals it needs match, so it is installed",
+            version,
+            CHECKED_HYPERCORN,
+        )
+    for module, name, ours in REBOUND:  # looked up each time a connection or stream starts
+        setattr(module, name, ours)
+    return True

@@ -1,7 +1,8 @@
 """Fixes to Hypercorn's protocols, installed by ``app.server`` before serving.
 
 - :mod:`~app.hypercorn_fixes.http1`: JSON bodies for the errors Hypercorn answers
-  itself, and an idle timer for silent h2c prior-knowledge connections.
+  itself, an idle timer for silent h2c prior-knowledge connections, and no
+  ``Upgrade: h2c`` (request smuggling behind a proxy).
 - :mod:`~app.hypercorn_fixes.websocket`: no ``permessage-deflate`` (a compression
   bomb), a malformed extension offer refused with JSON, JSON handshake refusals that
   end the connection, and a close handshake that always finishes.
@@ -57,7 +58,7 @@ def install() -> bool:
         log.warning(
             "Hypercorn %s is not the %s that app/hypercorn_fixes was checked against (%s): "
             "its own behaviour stays, unprotected: error answers without a JSON body, "
-            "silent h2c connections, WebSocket compression "
+            "silent h2c connections, Upgrade: h2c behind a proxy, WebSocket compression "
             "(a compression bomb can take memory), unfinished WebSocket closes",
             version,
             CHECKED_HYPERCORN,

@@ -15,6 +15,12 @@ Why each change:
    order comes from Hypercorn's fix for its issue #51, commit da9262d, so that a
    slow response on an ``Upgrade: h2c`` stream is not cut.)  Here the timer is
    re-armed at the hand-over; a request in the same packet stops it again at once.
+3. ``Upgrade: h2c`` is never honoured: the request is answered as plain HTTP/1.1.
+   Behind a proxy that forwards ``Upgrade``, Hypercorn's ``101`` turned the proxy's
+   connection into a blind tunnel, and every request after it reached Livefeed
+   unchecked by the proxy, with the client's own ``X-Forwarded-For`` (which a
+   trusted proxy's requests are believed about).  HTTP/2 stays available by
+   prior knowledge and over TLS (ALPN); RFC 9113 deprecated the upgrade anyway.
 
 At run time, a JSON answer that cannot be built falls back to Hypercorn's own.
 """
@@ -69,7 +75,8 @@ def describe(status: int, config: Config, error: BaseException | None) -> tuple[
 
 
 class LivefeedH11Protocol(H11Protocol):
-    """Hypercorn's HTTP/1.1 protocol with JSON error bodies and an idle timer for h2c."""
+    """Hypercorn's HTTP/1.1 protocol with JSON error bodies, an idle timer for h2c prior
+    knowledge, and no ``Upgrade: h2c``."""
 
     async def _send_error_response(self, status_code: int) -> None:
         """Like Hypercorn's answer (``Connection: close``), with a JSON body; Hypercorn
@@ -94,10 +101,28 @@ class LivefeedH11Protocol(H11Protocol):
         await self._send_h11_event(h11.EndOfMessage())
 
     async def _check_protocol(self, event: h11.Request) -> None:
-        """Re-arm the idle timer when the HTTP/2 preface hands over to ``H2Protocol``."""
+        """Hypercorn's choice of protocol, blind to ``Upgrade: h2c``; re-arm the idle timer
+        when the HTTP/2 preface hands over to ``H2Protocol``."""
         try:
-            await super()._check_protocol(event)
+            await super()._check_protocol(without_h2c_upgrade(event))
         except H2ProtocolAssumedError:
             await self.send(Updated(idle=True))
             raise
 
+
+def without_h2c_upgrade(request: h11.Request) -> h11.Request:
+    """The request as ``_check_protocol`` must see it: without an ``Upgrade: h2c`` header
+    (the only thing it reads ``Upgrade`` for).  The application still sees it all."""
+    kept = [(n, v) for n, v in request.headers if not (n == b"upgrade" and _is_h2c(v))]
+    if len(kept) == len(request.headers):
+        return request
+    return h11.Request(
+        method=request.method,
+        target=request.target,
+        headers=kept,
+        http_version=request.http_version,
+    )
+
+
+def _is_h2c(value: bytes) -> bool:
+    return value.strip().lower() == b"h2c"

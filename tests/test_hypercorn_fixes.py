@@ -11,6 +11,7 @@ import h11
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
+import hypercorn.protocol.ws_stream
 import orjson
 import pytest
 from hypercorn.asyncio.worker_context import WorkerContext
@@ -18,9 +19,11 @@ from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import Handshake, WSStream
+from wsproto.connection import Connection
 
 from app.hypercorn_fixes import http1, install
 from app.hypercorn_fixes.extensions import offer_problem
+from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol, describe
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
@@ -31,14 +34,17 @@ def hypercorn_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hypercorn.protocol, "H11Protocol", H11Protocol)
     monkeypatch.setattr(hypercorn.protocol.h11, "WSStream", WSStream)
     monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", WSStream)
+    monkeypatch.setattr(hypercorn.protocol.ws_stream, "Connection", Connection)
 
 
-def test_install_rebinds_the_three_names_and_is_idempotent() -> None:
-    """One protocol class and the WebSocket stream of both HTTP versions, once."""
+def test_install_rebinds_the_four_names_and_is_idempotent() -> None:
+    """The HTTP/1.1 protocol, the WebSocket stream of both HTTP versions and its wsproto
+    connection, once."""
     assert install() and install()
     assert hypercorn.protocol.H11Protocol is LivefeedH11Protocol
     assert hypercorn.protocol.h11.WSStream is LivefeedWSStream
     assert hypercorn.protocol.h2.WSStream is LivefeedWSStream
+    assert hypercorn.protocol.ws_stream.Connection is FrameLimitedConnection
 
 
 async def _changed_signature(self: H11Protocol, status_code: int, reason: str) -> None:

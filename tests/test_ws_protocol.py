@@ -1,20 +1,26 @@
-"""WebSocket at the protocol level (FAULTS 51, 59, 65, 66): no compression, so no
-compression bomb; malformed handshakes refused with JSON; a close that always finishes.
-What these rely on is app/hypercorn_fixes/websocket.py."""
+"""WebSocket at the protocol level (FAULTS 51, 59, 65, 66, 67): no compression, so no
+compression bomb; malformed handshakes refused with JSON; a close that always finishes;
+a cap on tiny frames.  What these rely on is app/hypercorn_fixes/websocket.py and
+app/hypercorn_fixes/frames.py, for HTTP/1.1 and HTTP/2 alike."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import zlib
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from app.hypercorn_fixes.frames import MAX_FRAMES_PER_S, TOO_MANY_FRAMES
 from app.hypercorn_fixes.websocket import CLOSE_REPLY_TIMEOUT_S
 from tests.support import ServerProcess
 from tests.test_hostile import (
@@ -195,4 +201,83 @@ async def test_handshakes_hypercorn_refuses_are_json_and_closed(server):
             assert headers["sec-websocket-version"] == "13"
     await asyncio.sleep(0.5)
     assert await websocket_count(server) == 0
+    assert_alive(server)
+
+
+TINY_FRAMES = {  # 6 bytes each (masked, empty): what costs the client least
+    "pings": (b"", bytes([0x89, 0x80]) + bytes(4)),
+    "continuations of a message that never ends": (
+        bytes([0x01, 0x80]) + bytes(4),
+        bytes([0x00, 0x80]) + bytes(4),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(TINY_FRAMES))
+async def test_flood_of_tiny_frames_is_closed_1008_and_never_stalls_others(server, kind):
+    """FAULTS 67: past 1000 frames a second (pings Hypercorn answers itself, pieces of a
+    message that never ends) the client gets close 1008 naming the reason and is cut;
+    a sustained flood of them never keeps other clients waiting (it stalled them 2-4 s)."""
+    first, frame = TINY_FRAMES[kind]
+    burst = first + frame * (10 * MAX_FRAMES_PER_S)  # < 64 KiB: read at once, no reset
+    async with RawSocket.open(server) as raw:
+        await raw.ws_handshake(server)
+        await raw.send(burst)
+        code, reason, seen = await raw.ws_until_close()
+        assert (code, reason) == (1008, TOO_MANY_FRAMES), seen
+        assert seen["op 10"] <= MAX_FRAMES_PER_S  # pongs: it stopped parsing at the cap
+        assert await raw.seconds_until_closed(2) < 1
+    async with RawSocket.open(server) as raw, bystander(server, rounds=2):
+        await raw.ws_handshake(server)
+        sent = await raw.flood(first + frame * 10_000, 1000, limit=4)
+    assert sent < 100, f"{sent} bursts of 10,000 frames were taken"
+    assert await websocket_count(server) == 0
+    assert_alive(server)
+
+
+def h2_websocket(server: ServerProcess, offer: str) -> list[object]:
+    """Open a WebSocket over HTTP/2 (RFC 8441) offering these extensions: the events."""
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        client.initiate_connection()
+        sock.sendall(client.data_to_send())
+        events = client.receive_data(sock.recv(65536))  # the server's SETTINGS
+        client.send_headers(
+            1,
+            [
+                (":method", "CONNECT"),
+                (":protocol", "websocket"),
+                (":scheme", "http"),
+                (":path", "/ws/validation_updates"),
+                (":authority", f"127.0.0.1:{server.port}"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-extensions", offer),
+            ],
+        )
+        sock.sendall(client.data_to_send())
+        while not any(isinstance(e, h2.events.DataReceived) for e in events):
+            events += client.receive_data(sock.recv(65536))
+    return events
+
+
+async def test_websocket_over_http2_is_served_the_same_way(server):
+    """FAULTS 51, 59: over HTTP/2 (RFC 8441) permessage-deflate is not negotiated either,
+    and a malformed offer is a 400 JSON answer (without HTTP/1.1's Connection header)."""
+    events = await asyncio.to_thread(h2_websocket, server, "permessage-deflate")
+    [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(response.headers)[":status"] == "200"
+    assert "sec-websocket-extensions" not in dict(response.headers)
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert data[0] == 0x81 and b"connection_established" in data  # a plain text frame
+
+    events = await asyncio.to_thread(
+        h2_websocket, server, "permessage-deflate; client_max_window_bits=x"
+    )
+    [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    headers = dict(response.headers)
+    assert headers[":status"] == "400" and headers["content-type"] == "application/json"
+    body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert orjson.loads(body)["error"] == "bad_request"
     assert_alive(server)

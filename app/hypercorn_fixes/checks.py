@@ -19,7 +19,7 @@ from hypercorn.config import Config
 from hypercorn.events import Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import Handshake, WSStream
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 
 CHECKED_HYPERCORN = "0.18.0"
 
@@ -48,7 +48,10 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (WSStream, "_accept", ("accept", "connection")),
     (WSStream, "app_send", ("_send_error_response",)),
     (WSStream, "_handle_events", ("FrameTooLargeError", "_send_wsproto_event")),
-    (Handshake, "accept", ("extensions", "server_extensions_handshake")),
+    (WSStream, "_handle_events", ("REMOTE_CLOSING", "response")),
+    (Handshake, "accept", ("extensions", "server_extensions_handshake", "Connection")),
+    (Connection, "__init__", ("_state",)),
+    (Connection, "events", ("_state", "REMOTE_CLOSING")),
 ]
 
 
@@ -78,6 +81,7 @@ def mismatches() -> list[str]:
         *_bound(hypercorn.protocol.h11, "WSStream", WSStream),
         *_bound(hypercorn.protocol.h2, "WSStream", WSStream),
         *_bound(hypercorn.protocol.ws_stream, "Handshake", Handshake),
+        *_bound(hypercorn.protocol.ws_stream, "Connection", Connection),
         *_coroutines(H11Protocol, H11_METHODS),
         *_coroutines(WSStream, WS_METHODS),
     ]
@@ -93,6 +97,6 @@ def mismatches() -> list[str]:
     )
     if fields != ["idle"]:
         found.append("hypercorn.events.Updated is not Updated(idle)")
-    if not hasattr(ConnectionState, "LOCAL_CLOSING"):
-        found.append("wsproto's ConnectionState has no LOCAL_CLOSING")
+    if not {"LOCAL_CLOSING", "REMOTE_CLOSING"} <= set(ConnectionState.__members__):
+        found.append("wsproto's ConnectionState has no LOCAL_CLOSING or REMOTE_CLOSING")
     return found

@@ -17,6 +17,7 @@ import pytest
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import Handshake, WSStream
 from wsproto.connection import Connection
@@ -25,6 +26,7 @@ from app.hypercorn_fixes import http1, install
 from app.hypercorn_fixes.extensions import offer_problem
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol, describe
+from app.hypercorn_fixes.http2 import LivefeedH2Protocol
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 
@@ -32,16 +34,18 @@ from app.hypercorn_fixes.websocket import LivefeedWSStream
 def hypercorn_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts from Hypercorn's own classes and leaves them as they were."""
     monkeypatch.setattr(hypercorn.protocol, "H11Protocol", H11Protocol)
+    monkeypatch.setattr(hypercorn.protocol, "H2Protocol", H2Protocol)
     monkeypatch.setattr(hypercorn.protocol.h11, "WSStream", WSStream)
     monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", WSStream)
     monkeypatch.setattr(hypercorn.protocol.ws_stream, "Connection", Connection)
 
 
-def test_install_rebinds_the_four_names_and_is_idempotent() -> None:
-    """The HTTP/1.1 protocol, the WebSocket stream of both HTTP versions and its wsproto
+def test_install_rebinds_the_five_names_and_is_idempotent() -> None:
+    """Both protocols, the WebSocket stream of both HTTP versions and its wsproto
     connection, once."""
     assert install() and install()
     assert hypercorn.protocol.H11Protocol is LivefeedH11Protocol
+    assert hypercorn.protocol.H2Protocol is LivefeedH2Protocol
     assert hypercorn.protocol.h11.WSStream is LivefeedWSStream
     assert hypercorn.protocol.h2.WSStream is LivefeedWSStream
     assert hypercorn.protocol.ws_stream.Connection is FrameLimitedConnection

@@ -6,15 +6,16 @@
 - :mod:`~app.hypercorn_fixes.websocket`: no ``permessage-deflate`` (a compression
   bomb), a malformed extension offer refused with JSON, JSON handshake refusals that
   end the connection, and a close handshake that always finishes.
-- :mod:`~app.hypercorn_fixes.frames`: a cap on the frames one client makes the
-  server parse per second (6-byte frames stalled the event loop).
+- :mod:`~app.hypercorn_fixes.frames`: a cap on the WebSocket frames one client makes
+  the server parse per second (6-byte frames stalled the event loop).
+- :mod:`~app.hypercorn_fixes.http2`: the same for HTTP/2 control frames (PING floods).
 
-How: Hypercorn builds each connection's HTTP/1.1 protocol from the name
-``H11Protocol`` in ``hypercorn.protocol`` (every worker type: asyncio, uvloop,
-trio), each WebSocket stream from the name ``WSStream`` in ``hypercorn.protocol.h11``
-and ``hypercorn.protocol.h2``, and its wsproto connection from the name
-``Connection`` in ``hypercorn.protocol.ws_stream``.  ``install`` rebinds those four
-names to subclasses overriding a few methods; nothing else changes.
+How: Hypercorn builds each connection's protocol from the names ``H11Protocol`` and
+``H2Protocol`` in ``hypercorn.protocol`` (every worker type: asyncio, uvloop, trio),
+each WebSocket stream from the name ``WSStream`` in ``hypercorn.protocol.h11`` and
+``hypercorn.protocol.h2``, and its wsproto connection from the name ``Connection`` in
+``hypercorn.protocol.ws_stream``.  ``install`` rebinds those five names to subclasses
+overriding a few methods; nothing else changes.
 
 Fail safe: checked against Hypercorn 0.18.0 (with h11 0.16.0, wsproto 1.3.2).
 ``install`` first checks that the names, signatures and call sites relied on are
@@ -35,6 +36,7 @@ import hypercorn.protocol.ws_stream
 from app.hypercorn_fixes.checks import CHECKED_HYPERCORN, mismatches
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol
+from app.hypercorn_fixes.http2 import LivefeedH2Protocol
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 #: (module, name, replacement): every name ``install`` rebinds.
 REBOUND = (
     (hypercorn.protocol, "H11Protocol", LivefeedH11Protocol),
+    (hypercorn.protocol, "H2Protocol", LivefeedH2Protocol),
     (hypercorn.protocol.h11, "WSStream", LivefeedWSStream),
     (hypercorn.protocol.h2, "WSStream", LivefeedWSStream),
     (hypercorn.protocol.ws_stream, "Connection", FrameLimitedConnection),
@@ -66,7 +69,7 @@ def install() -> bool:
             "its own behaviour stays, unprotected: error answers without a JSON body, "
             "silent h2c connections, Upgrade: h2c behind a proxy, WebSocket compression "
             "(a compression bomb can take memory), unfinished WebSocket closes, floods of "
-            "tiny WebSocket frames",
+            "tiny WebSocket frames and of HTTP/2 control frames",
             version,
             CHECKED_HYPERCORN,
             "; ".join(found),

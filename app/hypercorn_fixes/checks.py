@@ -17,6 +17,7 @@ import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
 from hypercorn.config import Config
 from hypercorn.events import Updated
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import Handshake, WSStream
 from wsproto.connection import Connection, ConnectionState
@@ -30,6 +31,10 @@ H11_METHODS = {
     "_send_h11_event": ["self", "event"],
     "_handle_events": ["self"],
 }
+H2_METHODS = {
+    "_handle_events": ["self", "events"],
+    "_flush": ["self"],
+}
 WS_METHODS = {
     "handle": ["self", "event"],
     "_send_error_response": ["self", "status_code"],
@@ -41,9 +46,11 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (H11Protocol, "_handle_events", ("_send_error_response", "_check_protocol")),
     (H11Protocol, "_handle_events", ("RemoteProtocolError",)),
     (H11Protocol, "_create_stream", ("WSStream",)),
-    (hypercorn.protocol.h2.H2Protocol, "_create_stream", ("WSStream",)),
-    (hypercorn.protocol.ProtocolWrapper, "__init__", ("H11Protocol",)),
-    (hypercorn.protocol.ProtocolWrapper, "handle", ("H2ProtocolAssumedError",)),
+    (H2Protocol, "_create_stream", ("WSStream",)),
+    (H2Protocol, "handle", ("receive_data", "_handle_events")),
+    (H2Protocol, "_flush", ("data_to_send",)),
+    (hypercorn.protocol.ProtocolWrapper, "__init__", ("H11Protocol", "H2Protocol")),
+    (hypercorn.protocol.ProtocolWrapper, "handle", ("H2ProtocolAssumedError", "H2Protocol")),
     (WSStream, "handle", ("Handshake", "is_valid", "_send_error_response", "spawn_app")),
     (WSStream, "_accept", ("accept", "connection")),
     (WSStream, "app_send", ("_send_error_response",)),
@@ -78,11 +85,13 @@ def mismatches() -> list[str]:
     """What no longer looks like the Hypercorn this package was checked against."""
     found = [
         *_bound(hypercorn.protocol, "H11Protocol", H11Protocol),
+        *_bound(hypercorn.protocol, "H2Protocol", H2Protocol),
         *_bound(hypercorn.protocol.h11, "WSStream", WSStream),
         *_bound(hypercorn.protocol.h2, "WSStream", WSStream),
         *_bound(hypercorn.protocol.ws_stream, "Handshake", Handshake),
         *_bound(hypercorn.protocol.ws_stream, "Connection", Connection),
         *_coroutines(H11Protocol, H11_METHODS),
+        *_coroutines(H2Protocol, H2_METHODS),
         *_coroutines(WSStream, WS_METHODS),
     ]
     for owner, function, names in USES:

@@ -16,13 +16,14 @@ what the client sent is parsed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator
+from functools import cached_property
 
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Event, Message
-from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason
+
+from app.hypercorn_fixes.rate import PerSecondCap
 
 #: Whole frames parsed per second and connection (the pieces of a big frame, as they
 #: arrive, are not counted: a fast publisher of 1 MiB messages is not a flood).  A
@@ -34,20 +35,14 @@ TOO_MANY_FRAMES = "too many frames per second"
 class FrameLimitedConnection(Connection):
     """wsproto's connection that ends one whose client sends frames past the cap."""
 
-    def __init__(
-        self,
-        connection_type: ConnectionType,
-        extensions: list[Extension] | None = None,
-        trailing_data: bytes = b"",
-    ) -> None:
-        self._second = time.monotonic()
-        self._frames = 0
-        super().__init__(connection_type, extensions, trailing_data)
+    @cached_property
+    def _frames(self) -> PerSecondCap:
+        return PerSecondCap(MAX_FRAMES_PER_S)
 
     def events(self) -> Generator[Event, None, None]:
         for event in super().events():
             whole = not isinstance(event, Message) or event.frame_finished
-            if whole and self._over_the_cap():
+            if whole and self._frames.add():
                 # As if the client had closed: Hypercorn then sends the matching close
                 # frame (with this reason) and ends the stream.
                 self._state = ConnectionState.REMOTE_CLOSING
@@ -55,9 +50,3 @@ class FrameLimitedConnection(Connection):
                 return
             yield event
 
-    def _over_the_cap(self) -> bool:
-        now = time.monotonic()
-        if now - self._second >= 1:
-            self._second, self._frames = now, 0
-        self._frames += 1
-        return self._frames > MAX_FRAMES_PER_S

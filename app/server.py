@@ -87,7 +87,7 @@ async def _until_signalled(app_extensions: dict[str, object]) -> None:
 
 async def serve_forever(settings: Settings, sock: socket.socket | None = None) -> None:
     """Serve ``sock`` (a worker's, inherited), or a socket bound and announced here."""
-    install_hypercorn_fixes()  # JSON bodies for Hypercorn's own errors; h2c idle timer
+    install_hypercorn_fixes()  # JSON errors, no h2c upgrade, no WebSocket compression
     app = create_app(settings)
     worker = sock is not None
     if sock is None:

@@ -4,41 +4,62 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.support import ROOT, listening_socket, skip_or_fail
 
-from tests.support import free_port
-from tests.test_nodes import NGINX, nginx_config
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def require_nginx() -> None:
-    """Skip without nginx on a developer machine; fail in CI, where it must be there."""
-    if not os.path.exists(NGINX):
-        if os.environ.get("CI") == "true":
-            pytest.fail("nginx is not installed; scripts/test.sh installs it")
-        pytest.skip("nginx is not installed")
+def nginx_config(workdir: Path, listen: int, nodes: list[int]) -> Path:
+    """deploy/nginx-livefeed.conf with this test's ports, inside a minimal main config."""
+    site = (ROOT / "deploy" / "nginx-livefeed.conf").read_text()
+    upstreams = "".join(
+        f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;\n" for port in nodes
+    )
+    lines = [
+        line
+        for line in site.splitlines(keepends=True)
+        if not line.strip().startswith("server 127.0.0.1:")
+    ]
+    site = "".join(lines).replace("    keepalive 64;", upstreams + "    keepalive 64;")
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{listen};")
+    (workdir / "livefeed.conf").write_text(site)
+    main = workdir / "nginx.conf"
+    main.write_text(
+        f"pid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {workdir}/body;\n"
+        f"  proxy_temp_path {workdir}/proxy;\n  include {workdir}/livefeed.conf;\n}}\n"
+    )
+    return main
 
 
 @contextlib.contextmanager
 def shipped_nginx(workdir: Path, upstreams: list[int]) -> Iterator[int]:
-    """The shipped site configuration, listening on a free loopback port (yielded)."""
-    require_nginx()
-    port = free_port()
+    """nginx with the shipped site configuration in front of ``upstreams``; yields the
+    port it listens on, once it runs."""
+    if not os.path.exists(NGINX):
+        skip_or_fail("nginx is not installed; scripts/test.sh installs it")
+    # nginx takes over a socket it inherits (named in $NGINX) instead of binding its
+    # own, so the port is ours from the start; its listen line names that address.
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     proxy = subprocess.Popen(
         [NGINX, "-c", str(nginx_config(workdir, port, upstreams)), "-g", "daemon off;"],
+        env={**os.environ, "NGINX": f"{sock.fileno()};"},
+        pass_fds=[sock.fileno()],
         stderr=subprocess.PIPE,
     )
+    sock.close()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if proxy.poll() is not None or time.monotonic() > deadline:
+        deadline = time.monotonic() + 10  # started once it has written its pid file
+        while not (workdir / "nginx.pid").exists() and time.monotonic() < deadline:
+            if proxy.poll() is not None:
                 assert proxy.stderr is not None
                 raise RuntimeError(f"nginx did not start: {proxy.stderr.read().decode()}")
             time.sleep(0.05)
@@ -46,8 +67,8 @@ def shipped_nginx(workdir: Path, upstreams: list[int]) -> Iterator[int]:
     finally:
         proxy.terminate()
         proxy.wait(10)
-        if proxy.stderr is not None:
-            proxy.stderr.close()
+        assert proxy.stderr is not None
+        proxy.stderr.close()
 
 
 def non_loopback_address() -> str:
@@ -60,7 +81,5 @@ def non_loopback_address() -> str:
         except OSError:
             address = "127.0.0.1"
     if address.startswith("127."):
-        if os.environ.get("CI") == "true":
-            pytest.fail("no non-loopback IPv4 address to act as a remote client")
-        pytest.skip("no non-loopback IPv4 address to act as a remote client")
+        skip_or_fail("no non-loopback IPv4 address to act as a remote client")
     return address

@@ -1,4 +1,4 @@
-"""``Upgrade: h2c`` is never honoured (FAULTS 52): not by Livefeed, and not passed on by
+"""``Upgrade: h2c`` is never honoured (FAULTS 64): not by Livefeed, and not passed on by
 the shipped nginx configuration, so nobody can smuggle requests past the proxy."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def statuses(data: bytes) -> list[int]:
 
 
 async def test_upgrade_h2c_is_answered_as_http_1_1(server):
-    """FAULTS 52: a request with Upgrade: h2c is answered as plain HTTP/1.1 and the
+    """FAULTS 64: a request with Upgrade: h2c is answered as plain HTTP/1.1 and the
     connection stays HTTP/1.1 for the next request; HTTP/2 by prior knowledge still works."""
     host = f"127.0.0.1:{server.port}"
     async with RawSocket.open(server) as raw:
@@ -129,7 +129,7 @@ async def exchange(port: int, *messages: bytes, source: str = "127.0.0.1") -> by
 
 
 async def test_shipped_nginx_config_passes_upgrade_on_only_for_websocket(tmp_path: Path):
-    """FAULTS 52: behind deploy/nginx-livefeed.conf, even an upstream that honours h2c is
+    """FAULTS 64: behind deploy/nginx-livefeed.conf, even an upstream that honours h2c is
     never asked to: the next request on that client connection goes through nginx
     (nginx's own X-Forwarded-For), not down a tunnel.  A WebSocket upgrade still works."""
     upstream = SwitchingUpstream()
@@ -180,7 +180,7 @@ def smuggled_h2_publish(host: str) -> tuple[bytes, bytes]:
 async def test_h2c_smuggling_through_the_shipped_nginx_publishes_nothing(
     tmp_path: Path, start_server
 ):
-    """FAULTS 52: a client that is not loopback, behind the shipped nginx config, cannot
+    """FAULTS 64: a client that is not loopback, behind the shipped nginx config, cannot
     publish without a token by sending Upgrade: h2c and then requests (HTTP/2 or HTTP/1.1)
     that claim X-Forwarded-For: 127.0.0.1; the proxy and the node keep serving."""
     remote = non_loopback_address()

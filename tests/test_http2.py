@@ -1,4 +1,4 @@
-"""HTTP/2 by prior knowledge on the cleartext port (FAULTS 68): a client flooding control
+"""HTTP/2 by prior knowledge on the cleartext port (FAULTS 69): a client flooding control
 frames is sent GOAWAY ENHANCE_YOUR_CALM and cut, and never keeps others waiting.  What
 this relies on is app/hypercorn_fixes/http2.py."""
 
@@ -42,7 +42,7 @@ def ping_burst(server: ServerProcess, pings: int) -> list[h2.events.Event]:
 
 
 async def test_http2_ping_flood_gets_goaway_and_never_stalls_others(server):
-    """FAULTS 68: past 500 control frames a second the client gets GOAWAY with
+    """FAULTS 69: past 500 control frames a second the client gets GOAWAY with
     ENHANCE_YOUR_CALM and a reason, and is cut; a sustained PING flood (it kept others
     waiting 1.1-1.8 s) is cut at once; ordinary HTTP/2 requests are served."""
     events = await asyncio.to_thread(ping_burst, server, 6 * MAX_CONTROL_FRAMES_PER_S)

@@ -1,4 +1,4 @@
-"""WebSocket at the protocol level (FAULTS 51, 59, 65, 66, 67): no compression, so no
+"""WebSocket at the protocol level (FAULTS 63, 65, 66, 67, 68): no compression, so no
 compression bomb; malformed handshakes refused with JSON; a close that always finishes;
 a cap on tiny frames.  What these rely on is app/hypercorn_fixes/websocket.py and
 app/hypercorn_fixes/frames.py, for HTTP/1.1 and HTTP/2 alike."""
@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.hypercorn_fixes.frames import MAX_FRAMES_PER_S, TOO_MANY_FRAMES
 from app.hypercorn_fixes.websocket import CLOSE_REPLY_TIMEOUT_S
+from app.server import MAX_CLIENT_FRAME_BYTES
 from tests.support import ServerProcess
 from tests.test_hostile import (
     KEEP_ALIVE_S,
@@ -35,6 +36,8 @@ from tests.test_hostile import (
 pytestmark = pytest.mark.asyncio
 
 HYPERCORN_LIMIT = 16 * 1024 * 1024  # Hypercorn's default websocket_max_message_size
+# Livefeed sets Hypercorn's limit to MAX_CLIENT_FRAME_BYTES (a publish); app/streams/ws.py
+# holds other messages to 64 KiB.
 RSV1_TEXT = 0x40 | 0x1  # a text frame with RSV1 set: "compressed" (RFC 7692)
 
 
@@ -65,7 +68,7 @@ async def websocket_count(server: ServerProcess) -> int:
 
 
 async def test_compression_is_never_negotiated_so_a_bomb_takes_no_memory(server):
-    """FAULTS 51: offered permessage-deflate (as browsers do), the server accepts without
+    """FAULTS 63: offered permessage-deflate (as browsers do), the server accepts without
     it; clients that send deflated frames anyway (six that inflate to 64 MiB each, on
     three sockets) are dropped, the server's peak RSS grows < 20 MB, others are served."""
     async with connect(server.ws_url + "/ws/validation_updates", compression="deflate") as ws:
@@ -102,7 +105,7 @@ async def test_compression_is_never_negotiated_so_a_bomb_takes_no_memory(server)
 
 
 async def test_frame_over_hypercorns_16_mib_limit_closes_1009(server):
-    """FAULTS 65, 31: a 17 MiB text frame from a normal client gets close 1009 and the
+    """FAULTS 66, 31: a 17 MiB text frame from a normal client gets close 1009 and the
     closing handshake completes at once; the 64 KiB limit still closes 1009 too."""
     for size in (HYPERCORN_LIMIT + 1024 * 1024, 64 * 1024 + 1):
         async with connect(server.ws_url + "/ws/validation_updates", compression=None) as ws:
@@ -120,13 +123,13 @@ async def test_frame_over_hypercorns_16_mib_limit_closes_1009(server):
 
 
 async def test_client_that_never_answers_the_1009_is_cut(server):
-    """FAULTS 65: a client that sends part of a 17 MiB frame, gets 1009 and then neither
+    """FAULTS 66: a client that sends part of a 17 MiB frame, gets 1009 and then neither
     replies nor closes is disconnected after the close-reply timeout, and its stream ends."""
     async with RawSocket.open(server) as raw:
         await raw.ws_handshake(server)
         size = HYPERCORN_LIMIT + 1024 * 1024
         head = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big") + b"\x00" * 4  # zero mask
-        await raw.send(head + b"x" * 256 * 1024)
+        await raw.send(head + b"x" * (MAX_CLIENT_FRAME_BYTES + 256 * 1024))  # past Hypercorn's
         code, _, _ = await raw.ws_until_close()
         assert code == 1009
         assert await websocket_count(server) == 1  # the stream still waits for the reply
@@ -157,7 +160,7 @@ ACCEPTED_OFFERS = [
 
 
 async def test_malformed_extension_offer_is_400_json_and_one_log_line(server):
-    """FAULTS 59: a Sec-WebSocket-Extensions offer that breaks RFC 6455 or RFC 7692 gets
+    """FAULTS 65: a Sec-WebSocket-Extensions offer that breaks RFC 6455 or RFC 7692 gets
     400 JSON and one log line (no traceback), and the socket is closed; valid offers of
     any extension are accepted without one."""
     for offer in MALFORMED_OFFERS:
@@ -183,7 +186,7 @@ async def test_malformed_extension_offer_is_400_json_and_one_log_line(server):
 
 
 async def test_handshakes_hypercorn_refuses_are_json_and_closed(server):
-    """FAULTS 66: Hypercorn's own refusals (a wrong Sec-WebSocket-Version; frames sent
+    """FAULTS 67: Hypercorn's own refusals (a wrong Sec-WebSocket-Version; frames sent
     before the 101) are JSON naming the rule, the socket is closed, and no stream is left
     open for a client that is gone."""
     cases = {
@@ -215,7 +218,7 @@ TINY_FRAMES = {  # 6 bytes each (masked, empty): what costs the client least
 
 @pytest.mark.parametrize("kind", list(TINY_FRAMES))
 async def test_flood_of_tiny_frames_is_closed_1008_and_never_stalls_others(server, kind):
-    """FAULTS 67: past 1000 frames a second (pings Hypercorn answers itself, pieces of a
+    """FAULTS 68: past 1000 frames a second (pings Hypercorn answers itself, pieces of a
     message that never ends) the client gets close 1008 naming the reason and is cut;
     a sustained flood of them never keeps other clients waiting (it stalled them 2-4 s)."""
     first, frame = TINY_FRAMES[kind]
@@ -263,7 +266,7 @@ def h2_websocket(server: ServerProcess, offer: str) -> list[object]:
 
 
 async def test_websocket_over_http2_is_served_the_same_way(server):
-    """FAULTS 51, 59: over HTTP/2 (RFC 8441) permessage-deflate is not negotiated either,
+    """FAULTS 63, 65: over HTTP/2 (RFC 8441) permessage-deflate is not negotiated either,
     and a malformed offer is a 400 JSON answer (without HTTP/1.1's Connection header)."""
     events = await asyncio.to_thread(h2_websocket, server, "permessage-deflate")
     [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]

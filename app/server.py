@@ -21,11 +21,13 @@ from app.application import create_app
 from app.banner import start_line
 from app.config import Settings
 from app.hypercorn_fixes import install as install_hypercorn_fixes
+from app.hypercorn_fixes.tcp import LivefeedConfig
 from app.runtime import RUNTIME_KEY, Runtime
 
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT_S = 10.0
+SEND_TIMEOUT_MARGIN_S = 2.0
 KEEP_ALIVE_TIMEOUT_S = 5.0
 BACKLOG = 2048
 MAX_CLIENT_FRAME_BYTES = 1024 * 1024  # a publish; other messages: 64 KiB (streams/ws.py)
@@ -59,7 +61,9 @@ def announce(sock: socket.socket) -> None:
 def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> Config:
     """Hypercorn's settings; with ``sock`` it serves that socket, which it owns from
     here on (detached, so it is closed once, by Hypercorn)."""
-    config = Config()
+    config = LivefeedConfig()
+    # past our own write timeout (which says goodbye first), Hypercorn's last writes
+    config.send_timeout_s = settings.write_timeout_s + SEND_TIMEOUT_MARGIN_S
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"fd://{sock.detach()}"] if sock else [f"{host}:{settings.port}"]
     config.backlog = BACKLOG  # the default 100 drops a dashboard fleet reconnecting at once

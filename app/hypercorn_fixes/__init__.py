@@ -9,6 +9,8 @@
 - :mod:`~app.hypercorn_fixes.frames`: a cap on the WebSocket frames one client makes
   the server parse per second (6-byte frames stalled the event loop).
 - :mod:`~app.hypercorn_fixes.http2`: the same for HTTP/2 control frames (PING floods).
+- :mod:`~app.hypercorn_fixes.tcp`: a write that cannot drain for the send timeout
+  aborts the connection (a stalled client kept its socket and buffers forever).
 
 How: Hypercorn builds each connection's protocol from the names ``H11Protocol`` and
 ``H2Protocol`` in ``hypercorn.protocol`` (every worker type: asyncio, uvloop, trio),
@@ -28,6 +30,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
+import hypercorn.asyncio.run
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
@@ -37,6 +40,7 @@ from app.hypercorn_fixes.checks import CHECKED_HYPERCORN, mismatches
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol
 from app.hypercorn_fixes.http2 import LivefeedH2Protocol
+from app.hypercorn_fixes.tcp import BoundedSendTCPServer
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ REBOUND = (
     (hypercorn.protocol.h11, "WSStream", LivefeedWSStream),
     (hypercorn.protocol.h2, "WSStream", LivefeedWSStream),
     (hypercorn.protocol.ws_stream, "Connection", FrameLimitedConnection),
+    (hypercorn.asyncio.run, "TCPServer", BoundedSendTCPServer),
 )
 
 
@@ -69,7 +74,7 @@ def install() -> bool:
             "its own behaviour stays, unprotected: error answers without a JSON body, "
             "silent h2c connections, Upgrade: h2c behind a proxy, WebSocket compression "
             "(a compression bomb can take memory), unfinished WebSocket closes, floods of "
-            "tiny WebSocket frames and of HTTP/2 control frames",
+            "tiny WebSocket frames and of HTTP/2 control frames, stalled clients' sockets",
             version,
             CHECKED_HYPERCORN,
             "; ".join(found),

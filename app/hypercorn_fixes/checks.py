@@ -11,10 +11,12 @@ import dataclasses
 import inspect
 from types import ModuleType
 
+import hypercorn.asyncio.run
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Config
 from hypercorn.events import Updated
 from hypercorn.protocol.h2 import H2Protocol
@@ -59,6 +61,8 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (Handshake, "accept", ("extensions", "server_extensions_handshake", "Connection")),
     (Connection, "__init__", ("_state",)),
     (Connection, "events", ("_state", "REMOTE_CLOSING")),
+    (TCPServer, "protocol_send", ("send_lock", "writer", "drain", "protocol")),
+    (TCPServer, "_close", ("writer", "wait_closed")),
 ]
 
 
@@ -93,6 +97,8 @@ def mismatches() -> list[str]:
         *_coroutines(H11Protocol, H11_METHODS),
         *_coroutines(H2Protocol, H2_METHODS),
         *_coroutines(WSStream, WS_METHODS),
+        *_bound(hypercorn.asyncio.run, "TCPServer", TCPServer),
+        *_coroutines(TCPServer, {"protocol_send": ["self", "event"], "_close": ["self"]}),
     ]
     for owner, function, names in USES:
         code = getattr(getattr(owner, function, None), "__code__", None)

@@ -75,6 +75,9 @@ def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> C
         config.certfile = settings.tls.cert
         config.keyfile = settings.tls.key
         config.alpn_protocols = ["h2", "http/1.1"]
+        # A silent connection goes after keep-alive whether or not it finished TLS
+        # (Hypercorn's default waits 60 s for a handshake that never comes).
+        config.ssl_handshake_timeout = KEEP_ALIVE_TIMEOUT_S
     return config
 
 

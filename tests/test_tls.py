@@ -11,8 +11,10 @@ import asyncio
 import datetime
 import ipaddress
 import shutil
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +207,17 @@ async def read_until(
             if messages and done(event_ids(messages)):
                 return messages
     raise AssertionError(f"the stream ended early: {messages}")
+
+
+def test_a_silent_connection_is_closed_after_keep_alive_even_before_tls(
+    tls_server: ServerProcess,
+):
+    """A TCP connection that never starts its TLS handshake is closed after the 5 s
+    keep-alive, as a silent plain-HTTP one is, not after Hypercorn's 60 s."""
+    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=30) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""
+        assert 4 < time.monotonic() - started < 8
 
 
 # --- WebSocket over TLS -------------------------------------------------------------------

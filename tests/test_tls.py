@@ -136,8 +136,7 @@ def test_workers_share_the_tls_port(pem: Pem, trust: ssl.SSLContext, start_serve
 
 def test_curl_negotiates_http2_over_tls(tls_server: ServerProcess, pem: Pem):
     """curl --http2 gets HTTP/2 by ALPN; an HTTP/1.1-only client still gets HTTP/1.1."""
-    version = subprocess.run(["curl", "-V"], capture_output=True, text=True).stdout
-    if "HTTP2" not in version:
+    if "HTTP2" not in curl("-V").stdout:
         skip_or_fail("this curl is built without HTTP/2")
     url = tls_server.url + "/healthz"
     h2 = curl("--http2", "--cacert", str(pem.cert), "-o", "/dev/null", "-w", "%{http_version}", url)

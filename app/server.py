@@ -47,15 +47,15 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def bound_url(sock: socket.socket) -> str:
+def bound_url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def announce(sock: socket.socket) -> None:
+def announce(sock: socket.socket, scheme: str = "http") -> None:
     """One line on stdout (logs go to stderr) saying where we listen: how a caller
-    that asked for ``--port 0`` learns the port."""
-    print(f"listening on {bound_url(sock)}", flush=True)
+    that asked for ``--port 0`` learns the port (and, with TLS, to speak https)."""
+    print(f"listening on {bound_url(sock, scheme)}", flush=True)
 
 
 def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> Config:
@@ -73,6 +73,15 @@ def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> C
     config.read_timeout = None  # a read timeout would cut quiet streams
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handlers
+    if settings.tls is not None:
+        # One port serves HTTPS and WSS; ALPN offers h2 first, so browsers multiplex
+        # every SSE stream of a page over one connection (HTTP/1.1 allows 6 per host).
+        config.certfile = settings.tls.cert
+        config.keyfile = settings.tls.key
+        config.alpn_protocols = ["h2", "http/1.1"]
+        # A silent connection goes after keep-alive whether or not it finished TLS
+        # (Hypercorn's default waits 60 s for a handshake that never comes).
+        config.ssl_handshake_timeout = KEEP_ALIVE_TIMEOUT_S
     return config
 
 
@@ -96,7 +105,7 @@ async def serve_forever(settings: Settings, sock: socket.socket | None = None) -
     worker = sock is not None
     if sock is None:
         sock = listening_socket(settings)
-        announce(sock)
+        announce(sock, settings.scheme)
     log.info("%s", start_line(settings, worker=worker, port=sock.getsockname()[1]))
     await serve(
         app,

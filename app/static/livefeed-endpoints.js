@@ -15,6 +15,15 @@ export { ALL_EVENTS_CHANNEL };
 
 const HISTORY_PAGE = 1000; // /api/events' largest page
 
+/**
+ * Where the page after `j` (read after `after`) starts: the server's
+ * next_after, since a page can stop at its scan budget short, or empty, with
+ * more after it (has_more); the last event's id from a server without it.
+ */
+function nextAfter(j, after) {
+  return Number.isSafeInteger(j.next_after) ? j.next_after : (j.events.at(-1)?.id ?? after);
+}
+
 /** A URL fit for a log line: one-use tickets and tokens are not printed. */
 export function redact(url) {
   return String(url).replace(/([?&](?:ticket|access_token)=)[^&]*/g, '$1…');
@@ -124,9 +133,10 @@ export class Endpoints {
     return Number.isSafeInteger(j?.latest_id) ? j.latest_id : null;
   }
 
-  /** One page of matching events after `after` ({events, has_more, ...}), or null. */
-  page(after) {
-    return this.getJson('/api/events', { after: String(after), limit: String(HISTORY_PAGE), ...this.filterParams() });
+  /** One page of matching events after `after` ({events, has_more, next_after, ...}), or null. */
+  async page(after) {
+    const j = await this.getJson('/api/events', { after: String(after), limit: String(HISTORY_PAGE), ...this.filterParams() });
+    return j && Array.isArray(j.events) ? { ...j, next_after: nextAfter(j, after) } : j;
   }
 
   /**
@@ -150,8 +160,9 @@ export class Endpoints {
       if (!j || !Array.isArray(j.events)) return { events, complete: false };
       const wanted = j.events.filter((env) => env.id <= through);
       events.push(...wanted);
-      if (wanted.length < j.events.length || !j.has_more || !j.events.length) return { events, complete: !skipped };
-      after = j.events[j.events.length - 1].id;
+      const next = nextAfter(j, after);
+      if (wanted.length < j.events.length || !j.has_more || next <= after || next >= through) return { events, complete: !skipped };
+      after = next;
     }
     return { events, complete: false };
   }

@@ -234,8 +234,9 @@ export class Share {
       if (!j) break;
       const events = Array.isArray(j.events) ? j.events : [];
       for (const env of events) if (this._host.deliver(env, 'catch-up', null)) total++;
-      if (!events.length || !j.has_more || events[events.length - 1].id >= stopAt) break;
-      cursor = events[events.length - 1].id;
+      // a page can be empty and still have more (has_more): go on from next_after
+      if (!j.has_more || !(j.next_after > cursor) || j.next_after >= stopAt) break;
+      cursor = j.next_after;
     }
     if (total) this._host.log(`Caught up ${total} event${total === 1 ? '' : 's'} from the server`);
   }

@@ -156,3 +156,18 @@ test('history reads the added channels from the log: since a moment, up to the c
   assert.equal(capped.complete, false, 'more than two pages: the newest page is read and the gap is said');
   assert.deepEqual([capped.events[999].id, capped.events[1000].id, capped.events.at(-1).id], [1000, 1501, 2500]);
 });
+
+test('history pages on past a page the server stopped short: empty, has_more, next_after moved on', async (t) => {
+  const realFetch = globalThis.fetch;
+  const log = [env(9000, 'wf_b'), env(9001, 'wf_b')];
+  globalThis.fetch = async (url) => {
+    const after = Number(new URL(url).searchParams.get('after'));
+    if (after < 8192) return new Response(JSON.stringify({ events: [], next_after: 8192, has_more: true }));
+    const events = log.filter((e) => e.id > after);
+    return new Response(JSON.stringify({ events, next_after: 9001, has_more: false }));
+  };
+  t.after(() => { globalThis.fetch = realFetch; });
+  const client = new LivefeedClient({ baseUrl: BASE, share: false, storage: null, channels: ['wf_a'] });
+  const all = await client.history(['wf_b'], { through: 9500, sinceMs: 60000 });
+  assert.deepEqual([all.complete, all.events.map((e) => e.id)], [true, [9000, 9001]]);
+});

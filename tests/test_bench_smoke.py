@@ -14,3 +14,11 @@ def test_benchmark_suite_smoke_run_loses_nothing():
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fan-out" in result.stdout and "replay" in result.stdout
+
+
+def test_heavy_queries_smoke_run_completes():
+    """python -m bench.heavy_queries --smoke seeds, measures each shape and the probes."""
+    result = subprocess.run([sys.executable, "-m", "bench.heavy_queries", "--smoke"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "new SSE handshake" in result.stdout

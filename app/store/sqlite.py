@@ -62,7 +62,7 @@ class _Thread:
         self._path = path
         self._max_bytes = max_bytes
         self._conn: sqlite3.Connection | None = None
-        self.busy = 0  # calls queued or running here
+        self.busy = 0  # calls queued or running here (that a caller still awaits)
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)

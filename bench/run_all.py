@@ -5,7 +5,8 @@
     python -m bench.run_all --smoke     # seconds: does the suite still work? (CI)
     python -m bench.run_all --only fanout,replay
 
-Scenarios: durable publish (Livefeed only: the baseline keeps nothing);
+Scenarios: durable publish (Livefeed only: the baseline keeps nothing), by
+POST and over WebSocket;
 replay of 20,000 events; fan-out at 100 and 1,000 subscribers x 100 events/s
 (SSE, and SSE + WebSocket with and without ``?batch=1``); saturation (the
 rate ladder until p99 > 1 s); 2,000 and 5,000 idle SSE connections.  Each
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, idle, publish, replay, saturation
+from bench import fanout, idle, publish, replay, saturation, ws_publish
 from bench.common import (
     NOISY_BACKGROUND_PERCENT,
     TARGETS,
@@ -44,15 +45,18 @@ from bench.common import (
     running_server,
 )
 
-SCENARIOS = ("publish", "replay", "fanout", "saturation", "idle")
+SCENARIOS = ("publish", "ws_publish", "replay", "fanout", "saturation", "idle")
 SMOKE = {
     "publish": {"batches": [1, 100], "seconds": 0.3},
+    # under 1000 publishes a second per socket: the server's WebSocket frame cap
+    "ws_publish": {"seconds": 0.3, "max_events": 300},
     "replay": {"events": 500},
     "fanout": [{"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0}],
 }
 #: The issue's scenarios; everything but publish runs on both servers.
 DEFAULTS = {
     "publish": {"batches": [1, 100, 1000], "seconds": 3.0},
+    "ws_publish": {"seconds": 3.0},
     "replay": {"events": 20_000},
     "fanout": [
         {"subscribers": 100, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0},
@@ -198,6 +202,15 @@ def _steps(
             (
                 "publish",
                 lambda: publish.run(**sizes["publish"], server=shared, **common),
+                publish.print_results,
+                _publish_rows,
+            )
+        )
+    if "ws_publish" in only:
+        steps.append(
+            (
+                "publish over WebSocket",
+                lambda: ws_publish.run(**sizes["ws_publish"], server=shared, **common),
                 publish.print_results,
                 _publish_rows,
             )

@@ -8,7 +8,8 @@
 Scenarios: durable publish (Livefeed only: the baseline keeps nothing), by
 POST and over WebSocket;
 replay of 20,000 events; fan-out at 100 and 1,000 subscribers x 100 events/s
-(SSE, and SSE + WebSocket with and without ``?batch=1``); saturation (the
+(SSE, and SSE + WebSocket with and without ``?batch=1``; 1,000 SSE following
+one workflow, and following 50 with the events spread over them); saturation (the
 rate ladder until p99 > 1 s); 2,000 and 5,000 idle SSE connections.  Each
 runs on Livefeed and on the Starlette + sse-starlette baseline
 (``bench/baseline_app.py``) with the same load generator.
@@ -51,7 +52,10 @@ SMOKE = {
     # under 1000 publishes a second per socket: the server's WebSocket frame cap
     "ws_publish": {"seconds": 0.3, "max_events": 300},
     "replay": {"events": 500},
-    "fanout": [{"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0}],
+    "fanout": [
+        {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0},
+        {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0, "channels": 50},
+    ],
 }
 #: The issue's scenarios; everything but publish runs on both servers.
 DEFAULTS = {
@@ -63,6 +67,9 @@ DEFAULTS = {
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0},
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.5},
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.5, "batch": True},
+        # what following 50 workflows on one connection costs, against one workflow
+        {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0, "channels": 1},
+        {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0, "channels": 50},
     ],
     "saturation": {"subscribers": 1000, "seconds": 5.0},
     "idle": {"counts": [2000, 5000], "hold_s": 30.0},
@@ -229,8 +236,8 @@ def _steps(
                 )
             )
         for case in sizes["fanout"] if "fanout" in only else []:
-            if case.get("batch") and target == "baseline":
-                continue  # batch frames are Livefeed's
+            if (case.get("batch") or case.get("channels")) and target == "baseline":
+                continue  # batch frames and channel lists are Livefeed's
             steps.append(
                 (
                     f"fan-out on {target}",

@@ -89,3 +89,15 @@ async def test_a_keyed_publish_is_retried_across_a_restart_and_lands_once(server
         receipt = await pending
     assert [event["type"] for event in server.events()] == ["first", "t"]
     assert server.events()[-1]["id"] == receipt.id
+
+
+async def test_publishes_refused_as_rate_limited_are_retried_and_land_once(start_server):
+    """rate_limited means "not read": each refused publish is repeated until it lands, once."""
+    server = start_server(LIVEFEED_PUBLISH_RATE="3/second")
+    async with Publisher(server.url, transport="ws", retries=20) as publisher:
+        receipts = await asyncio.gather(
+            *(publisher.publish({"type": "t", "data": {"n": n}}) for n in range(8))
+        )
+    logged = server.events()
+    assert sorted(event["data"]["n"] for event in logged) == list(range(8))
+    assert sorted(r.id for r in receipts) == [event["id"] for event in logged]

@@ -60,11 +60,17 @@ class WsSender:
         answer: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
         self._pending[ref] = answer
         try:
-            await ws.send(orjson.dumps(message).decode())
-            async with asyncio.timeout(self._timeout_s):
-                reply = await answer
-        except (ConnectionClosed, TimeoutError) as exc:
-            raise Failed(PublishError(None, None, f"publish failed: {exc!r}"), keyed) from exc
+            try:
+                await ws.send(orjson.dumps(message).decode())
+            except ConnectionClosed as exc:  # closed before it was written: never sent
+                failure = PublishError(None, None, f"publish not sent: {exc!r}")
+                raise Failed(failure, True) from exc
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    reply = await answer
+            except TimeoutError as exc:
+                failure = PublishError(None, None, f"no answer in {self._timeout_s:g} s")
+                raise Failed(failure, keyed) from exc
         finally:
             self._pending.pop(ref, None)
         return _receipts(reply, keyed)

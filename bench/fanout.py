@@ -1,5 +1,10 @@
 """Fan-out: S subscribers on one channel, one publisher at R events/s for T s.
 
+With ``--channels N`` every subscriber follows the N workflows ``wf_0``..
+``wf_{N-1}`` on one connection (``/sse/wf_0,wf_1,...``) and the events go
+round robin over them, so each subscriber still gets every event: the cost
+of a many-channel subscription against ``--channels 1`` (all on ``wf_0``).
+
 Each event carries its publish time (``{"t": time.time()}``, taken just
 before the POST), so latency is publish -> durable commit -> delivery, as a
 dashboard sees it.  Subscribers are raw asyncio protocols (HTTP/1.1 chunked
@@ -10,6 +15,7 @@ measured; its CPU is reported, and the run says whether it was saturated.
     python -m bench.fanout                                  # 200 subscribers, 100 ev/s, 5 s
     python -m bench.fanout --subscribers 1000 --rate 100 --seconds 10 --runs 3
     python -m bench.fanout --ws-fraction 0 --rate 200       # SSE only
+    python -m bench.fanout --subscribers 1000 --ws-fraction 0 --channels 50
 """
 
 from __future__ import annotations
@@ -98,10 +104,14 @@ class Tally:
 
 
 class Subscriber(asyncio.Protocol):
-    """The transport-independent half: connection state and per-event bookkeeping."""
+    """The transport-independent half: connection state and per-event bookkeeping.
 
-    def __init__(self, tally: Tally) -> None:
+    ``channel`` is the path's channel part: one name or a comma-separated list.
+    """
+
+    def __init__(self, tally: Tally, channel: str = CHANNEL) -> None:
         self.tally = tally
+        self.channel = channel
         self.transport: asyncio.Transport | None = None
         self.established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
@@ -173,8 +183,8 @@ class Subscriber(asyncio.Protocol):
 class SseSubscriber(Subscriber):
     """``GET /sse/{channel}`` over HTTP/1.1: de-chunk, split frames on ``\\n\\n``."""
 
-    def __init__(self, tally: Tally, port: int) -> None:
-        super().__init__(tally)
+    def __init__(self, tally: Tally, port: int, channel: str = CHANNEL) -> None:
+        super().__init__(tally, channel)
         self.port = port
         self._raw = bytearray()
         self._chunk_left = 0
@@ -184,7 +194,7 @@ class SseSubscriber(Subscriber):
 
     def request(self) -> bytes:
         return (
-            f"GET /sse/{CHANNEL} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+            f"GET /sse/{self.channel} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
             "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
         ).encode()
 
@@ -247,8 +257,10 @@ class WsSubscriber(Subscriber):
     accepts it, and then compresses each frame for each connection).
     """
 
-    def __init__(self, tally: Tally, port: int, deflate: bool, batch: bool = False) -> None:
-        super().__init__(tally)
+    def __init__(
+        self, tally: Tally, port: int, deflate: bool, batch: bool = False, channel: str = CHANNEL
+    ) -> None:
+        super().__init__(tally, channel)
         self.port = port
         self.deflate = deflate
         self.batch = batch
@@ -261,7 +273,7 @@ class WsSubscriber(Subscriber):
         key = base64.b64encode(os.urandom(16)).decode()
         extension = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.deflate else ""
         return (
-            f"GET /ws/{CHANNEL}{'?batch=1' if self.batch else ''} HTTP/1.1\r\n"
+            f"GET /ws/{self.channel}{'?batch=1' if self.batch else ''} HTTP/1.1\r\n"
             f"Host: {HOST}:{self.port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
             f"{extension}\r\n"
@@ -375,11 +387,18 @@ async def _wait_drained(tally: Tally, subs: list[Subscriber], last_id: int, drai
 
 
 async def _worker(
-    pipe: Connection, port: int, kinds: list[str], deflate: bool, batch: bool = False
+    pipe: Connection,
+    port: int,
+    kinds: list[str],
+    deflate: bool,
+    batch: bool = False,
+    channel: str = CHANNEL,
 ) -> None:
     tally = Tally()
     subs: list[Subscriber] = [
-        WsSubscriber(tally, port, deflate, batch) if kind == "ws" else SseSubscriber(tally, port)
+        WsSubscriber(tally, port, deflate, batch, channel)
+        if kind == "ws"
+        else SseSubscriber(tally, port, channel)
         for kind in kinds
     ]
     errors = await _connect_all(subs, port)
@@ -405,12 +424,17 @@ async def _worker(
 
 
 def worker_main(
-    pipe: Connection, port: int, kinds: list[str], deflate: bool, batch: bool = False
+    pipe: Connection,
+    port: int,
+    kinds: list[str],
+    deflate: bool,
+    batch: bool = False,
+    channel: str = CHANNEL,
 ) -> None:
     """Entry point of a forked subscriber process."""
     use_uvloop()
     try:
-        asyncio.run(_worker(pipe, port, kinds, deflate, batch))
+        asyncio.run(_worker(pipe, port, kinds, deflate, batch, channel))
     except Exception as exc:  # report, so the parent fails with a reason instead of hanging
         with contextlib.suppress(OSError):
             pipe.send({"fatal": repr(exc)})
@@ -470,13 +494,30 @@ class PublisherPool:
             await conn.close()
 
 
-async def _publish_one(pool: PublisherPool, out: Published, seq: int, due: float) -> None:
-    """One POST; the event carries the wall-clock time it was sent."""
+def channel_list(channels: int) -> str:
+    """What subscribers follow: every event (``channels`` 0), or the workflows
+    ``wf_0``..``wf_{N-1}`` as one comma-separated list."""
+    return ",".join(workflow_of(n, channels) for n in range(channels)) if channels else CHANNEL
+
+
+def workflow_of(seq: int, channels: int) -> str:
+    """The workflow of the ``seq``-th event: round robin over ``channels``."""
+    return f"wf_{seq % channels}"
+
+
+async def _publish_one(
+    pool: PublisherPool, out: Published, seq: int, due: float, channels: int = 0
+) -> None:
+    """One POST; the event carries the wall-clock time it was sent and, with
+    ``channels``, the workflow that takes its turn."""
     conn = await pool.acquire()
     try:
         out.max_lag_s = max(out.max_lag_s, time.monotonic() - due)
         started = time.time()
-        body = orjson.dumps({"type": "bench.tick", "data": {"t": started, "seq": seq}})
+        event: dict[str, Any] = {"type": "bench.tick", "data": {"t": started, "seq": seq}}
+        if channels:
+            event["workflow_id"] = workflow_of(seq, channels)
+        body = orjson.dumps(event)
         status, answer = await conn.post_json("/api/events", body, f"fanout-{started}-{seq}")
         out.latencies.append(time.time() - started)
     finally:
@@ -494,7 +535,9 @@ async def _sample_rss(server: Server, out: Published, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), RSS_SAMPLE_S)
 
 
-async def publish_at_rate(server: Server, rate: float, seconds: float) -> Published:
+async def publish_at_rate(
+    server: Server, rate: float, seconds: float, channels: int = 0
+) -> Published:
     """``rate`` single-event POSTs per second on a schedule, over a small connection pool.
 
     A POST is started on time even while earlier ones wait for their commit;
@@ -514,7 +557,7 @@ async def publish_at_rate(server: Server, rate: float, seconds: float) -> Publis
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_publish_one(pool, out, seq, due)))
+        tasks.append(asyncio.create_task(_publish_one(pool, out, seq, due, channels)))
     await asyncio.gather(*tasks)
     stop.set()
     await sampler
@@ -532,7 +575,12 @@ def subscriber_kinds(subscribers: int, ws_fraction: float) -> list[str]:
 
 
 def _spawn_workers(
-    port: int, kinds: list[str], workers: int, deflate: bool, batch: bool = False
+    port: int,
+    kinds: list[str],
+    workers: int,
+    deflate: bool,
+    batch: bool = False,
+    channel: str = CHANNEL,
 ) -> list[tuple[multiprocessing.Process, Connection]]:
     """Fork the subscriber processes; SSE and WS are interleaved across them."""
     context = multiprocessing.get_context("fork")
@@ -541,7 +589,7 @@ def _spawn_workers(
         parent_end, child_end = context.Pipe()
         process = context.Process(
             target=worker_main,
-            args=(child_end, port, kinds[n::workers], deflate, batch),
+            args=(child_end, port, kinds[n::workers], deflate, batch, channel),
             daemon=True,
         )
         process.start()
@@ -576,12 +624,13 @@ def run_once(
     batch: bool = False,
     hold_s: float = 0.0,
     profile: Path | None = None,
+    channels: int = 0,
 ) -> dict[str, Any]:
     """Connect, hold ``hold_s`` idle, publish, drain, and add it all up."""
     rss_before = server.memory_kib().get("VmRSS", 0)
     connect_started = time.monotonic()
     kinds = subscriber_kinds(subscribers, ws_fraction)
-    procs = _spawn_workers(server.port, kinds, workers, deflate, batch)
+    procs = _spawn_workers(server.port, kinds, workers, deflate, batch, channel_list(channels))
     pipes = [pipe for _, pipe in procs]
     try:
         ready = _gather(pipes, "connect")
@@ -598,7 +647,7 @@ def run_once(
         profiler = Profiler(server.pids(), profile).start() if profile else None
         for pipe in pipes:
             pipe.send("go")
-        published = asyncio.run(publish_at_rate(server, rate, seconds))
+        published = asyncio.run(publish_at_rate(server, rate, seconds, channels))
         if profiler is not None:
             print_profile(profiler.stop())
         last_id = max(published.ids, default=0)
@@ -615,7 +664,7 @@ def run_once(
             if process.is_alive():
                 process.terminate()
             pipe.close()
-    return _summarise(
+    row = _summarise(
         published=published,
         results=results,
         subscribers=subscribers,
@@ -631,6 +680,8 @@ def run_once(
         load_cores=load_cores,
         ws_subscribers=kinds.count("ws"),
     )
+    row["channels"] = channels
+    return row
 
 
 def _summarise(
@@ -721,6 +772,7 @@ def run(
     target: str = "livefeed",
     hold_s: float = 0.0,
     profile: Path | None = None,
+    channels: int = 0,
 ) -> dict[str, Any]:
     """``runs`` runs on one server; the row shown is the median run by p99.
 
@@ -750,6 +802,7 @@ def run(
                     batch=batch,
                     hold_s=hold_s,
                     profile=profile,
+                    channels=channels,
                 )
             )
     row = dict(median_run(samples, "p99_ms"))
@@ -768,7 +821,9 @@ def run(
 
 def mix_label(row: dict[str, Any]) -> str:
     sse = row["subscribers"] - row["ws_subscribers"]
-    return f"{sse} SSE + {row['ws_subscribers']} WS x {row['rate']:g}/s"
+    label = f"{sse} SSE + {row['ws_subscribers']} WS x {row['rate']:g}/s"
+    channels = row.get("channels", 0)
+    return f"{label} over {channels} channel{'s' if channels > 1 else ''}" if channels else label
 
 
 def print_results(result: dict[str, Any]) -> None:
@@ -855,6 +910,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ws-batch", action="store_true", help="WebSockets ask for ?batch=1 (array frames)"
     )
     parser.add_argument(
+        "--channels",
+        type=int,
+        default=0,
+        help="subscribers follow wf_0..wf_{N-1} on one connection and events go round "
+        "robin over them; 1 = all on wf_0 (0: every event, on validation_updates)",
+    )
+    parser.add_argument(
         "--drain", type=float, default=10.0, help="max seconds to wait for stragglers"
     )
     parser.add_argument(
@@ -881,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             deflate=args.ws_deflate,
             batch=args.ws_batch,
+            channels=args.channels,
             drain_s=args.drain,
             server_env=dict(item.split("=", 1) for item in args.server_env),
             profile=args.profile,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,25 +141,39 @@ async def run_phase(
         await asyncio.gather(
             *(_publisher(c, warm, bodies, forever, WARMUP_REQUESTS) for c in conns)
         )
-        background = Background().start()
-        server_cpu, client_cpu = CpuWindow([server.pid]).start(), SelfCpu().start()
-        runnable = Runnable(server.pid).start()
-        deadline = time.monotonic() + seconds
         max_requests = max(1, max_events // batch)
-        await asyncio.gather(*(_publisher(c, phase, bodies, deadline, max_requests) for c in conns))
-        server_cpu.stop()
-        runnable.stop()
-        client_cpu.stop()
-        background.stop()
+        await measure(
+            server,
+            phase,
+            seconds,
+            lambda deadline: asyncio.gather(
+                *(_publisher(c, phase, bodies, deadline, max_requests) for c in conns)
+            ),
+        )
     finally:
         for conn in conns:
             await conn.close()
+    return phase
+
+
+async def measure(
+    server: Server, phase: Phase, seconds: float, work: Callable[[float], Awaitable[object]]
+) -> None:
+    """Run ``work(deadline)`` inside the measuring window and put its wall time and
+    the CPU of both sides into ``phase``: one window for every way of publishing."""
+    background = Background().start()
+    server_cpu, client_cpu = CpuWindow([server.pid]).start(), SelfCpu().start()
+    runnable = Runnable(server.pid).start()
+    await work(time.monotonic() + seconds)
+    server_cpu.stop()
+    runnable.stop()
+    client_cpu.stop()
+    background.stop()
     phase.wall_s = server_cpu.wall_s
     phase.server_cpu_percent = server_cpu.percent
     phase.client_cpu_percent = client_cpu.percent
     phase.server_runnable_percent = runnable.percent
     phase.other_cpu_percent = background.percent(server_cpu.cpu_s + client_cpu.cpu_s)
-    return phase
 
 
 def run(

@@ -5,9 +5,11 @@
     python -m bench.run_all --smoke     # seconds: does the suite still work? (CI)
     python -m bench.run_all --only fanout,replay
 
-Scenarios: durable publish (Livefeed only: the baseline keeps nothing);
+Scenarios: durable publish (Livefeed only: the baseline keeps nothing), by
+POST and over WebSocket;
 replay of 20,000 events; fan-out at 100 and 1,000 subscribers x 100 events/s
-(SSE, and SSE + WebSocket with and without ``?batch=1``); saturation (the
+(SSE, and SSE + WebSocket with and without ``?batch=1``; 1,000 SSE following
+one workflow, and following 50 with the events spread over them); saturation (the
 rate ladder until p99 > 1 s); 2,000 and 5,000 idle SSE connections.  Each
 runs on Livefeed and on the Starlette + sse-starlette baseline
 (``bench/baseline_app.py``) with the same load generator.
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, idle, publish, replay, saturation
+from bench import fanout, idle, publish, replay, saturation, ws_publish
 from bench.common import (
     NOISY_BACKGROUND_PERCENT,
     TARGETS,
@@ -44,21 +46,30 @@ from bench.common import (
     running_server,
 )
 
-SCENARIOS = ("publish", "replay", "fanout", "saturation", "idle")
+SCENARIOS = ("publish", "ws_publish", "replay", "fanout", "saturation", "idle")
 SMOKE = {
     "publish": {"batches": [1, 100], "seconds": 0.3},
+    # under 1000 publishes a second per socket: the server's WebSocket frame cap
+    "ws_publish": {"seconds": 0.3, "max_events": 300},
     "replay": {"events": 500},
-    "fanout": [{"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0}],
+    "fanout": [
+        {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0},
+        {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0, "channels": 50},
+    ],
 }
 #: The issue's scenarios; everything but publish runs on both servers.
 DEFAULTS = {
     "publish": {"batches": [1, 100, 1000], "seconds": 3.0},
+    "ws_publish": {"seconds": 3.0},
     "replay": {"events": 20_000},
     "fanout": [
         {"subscribers": 100, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0},
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0},
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.5},
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.5, "batch": True},
+        # what following 50 workflows on one connection costs, against one workflow
+        {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0, "channels": 1},
+        {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0, "channels": 50},
     ],
     "saturation": {"subscribers": 1000, "seconds": 5.0},
     "idle": {"counts": [2000, 5000], "hold_s": 30.0},
@@ -202,6 +213,15 @@ def _steps(
                 _publish_rows,
             )
         )
+    if "ws_publish" in only:
+        steps.append(
+            (
+                "publish over WebSocket",
+                lambda: ws_publish.run(**sizes["ws_publish"], server=shared, **common),
+                publish.print_results,
+                _publish_rows,
+            )
+        )
     for target in TARGETS:
         reuse = shared if target == "livefeed" else None  # the shared server is Livefeed
         if "replay" in only:
@@ -216,8 +236,8 @@ def _steps(
                 )
             )
         for case in sizes["fanout"] if "fanout" in only else []:
-            if case.get("batch") and target == "baseline":
-                continue  # batch frames are Livefeed's
+            if (case.get("batch") or case.get("channels")) and target == "baseline":
+                continue  # batch frames and channel lists are Livefeed's
             steps.append(
                 (
                     f"fan-out on {target}",

@@ -520,3 +520,26 @@ def test_hub_offers_a_several_channel_subscription_each_event_once_in_order(tmp_
 
     got = asyncio.run(scenario())
     assert got == [n + 1 for n in range(60) if WORKFLOWS[n % 3] != "wf_c"]
+
+
+def test_thousands_of_small_publishes_a_second_on_one_socket_are_not_a_flood(
+    server: ServerProcess,
+):
+    """A producer pipelining 3,000 single-event publishes on one WebSocket gets 3,000
+    answers: complete messages are limited by the publish rate, not the frame cap that
+    stops floods of pings and fragments."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with connect(server.ws_url + "/ws") as ws:
+            await ws.recv()
+            frames_out = [
+                orjson.dumps({"type": "publish", "ref": f"r{n}", "events": [{"type": "t"}]})
+                for n in range(3000)
+            ]
+            for frame in frames_out:
+                await ws.send(frame.decode())
+            return [await answer(ws) for _ in range(3000)]
+
+    answers = asyncio.run(scenario())
+    assert {a["type"] for a in answers} == {"published"}
+    assert len(server.events()) == 3000

@@ -62,7 +62,7 @@ async def test_a_publish_waits_out_a_restart_when_it_may_retry(server: ServerPro
     assert [event["id"] for event in server.events()] == [receipt.id]
 
 
-async def test_only_http_is_offered_until_the_server_takes_publishes_over_websocket():
-    """transport="ws" is refused for now, not silently sent over HTTP."""
-    with pytest.raises(ValueError, match="only 'http'"):
-        Publisher("http://127.0.0.1:9", transport="ws")  # type: ignore[arg-type]
+async def test_an_unknown_transport_is_refused_not_replaced():
+    """Only "http" and "ws" are transports: anything else is a ValueError, never a fallback."""
+    with pytest.raises(ValueError, match="'http' or 'ws'"):
+        Publisher("http://127.0.0.1:9", transport="pigeon")  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ async for event in follow("http://127.0.0.1:8080", "wf_abc123", last_event_id=sa
 a transport is blocked on the way (with the reason logged on the
 ``app.client`` logger); it resumes from the last id it handed over after
 every drop or restart, and never hands over an event twice.
-:class:`Publisher` publishes over HTTP with a connection pool.  The client
+:class:`Publisher` publishes over HTTP with a connection pool, or over one
+WebSocket with many publishes in flight (``transport="ws"``).  The client
 imports no server module, only speaks the public contract (docs/api.md).
 """
 

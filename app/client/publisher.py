@@ -1,40 +1,73 @@
-"""Publishing: ``POST /api/events`` through one pooled HTTP client.
+"""Publishing: ``POST /api/events`` through one pooled HTTP client, or
+``publish`` messages over one WebSocket (:mod:`app.client.ws_publish`).
 
-Retries are made only when they cannot write an event twice: when the
-request never reached the server (connection refused), when the server
-refused it before reading it (``429``), or when the publish carries an
-idempotency key (then any failure is retried, and the server answers a
-repeat with the first answer).
-
-Publishing over WebSocket (one connection carrying publishes and answers in
-order) is the next transport; it will be ``Publisher(url, transport="ws")``
-with the same methods.
+Retries follow one rule on both transports (:mod:`app.client.attempts`):
+only when they cannot write an event twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
 import httpx
 import orjson
 
+from app.client.attempts import Draft, Failed, receipt, refused, retrying
 from app.client.closing import AsyncClosing
 from app.client.errors import ErrorBody, PublishError, retry_after
-from app.client.events import EventDraft, Published, optional_int
+from app.client.events import Published
 from app.client.options import TokenSource, bearer_headers, http_base
+from app.client.ws_publish import WsSender
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_RETRIES = 3
-RETRY_BASE_S = 0.25
-RETRY_MAX_S = 5.0
-Draft = EventDraft | Mapping[str, Any]
+PublishTransport = Literal["http", "ws"]
+
+
+class HttpSender:
+    """``POST /api/events`` over a pool of keep-alive connections: one attempt."""
+
+    def __init__(
+        self, url: str, token: TokenSource | None, headers: Mapping[str, str], timeout_s: float
+    ) -> None:
+        self._url = url + "/api/events"
+        self._token = token
+        self._http = httpx.AsyncClient(
+            headers={"Content-Type": "application/json", **headers}, timeout=timeout_s
+        )
+
+    async def send(self, events: list[Draft], single: bool, key: str | None) -> list[Published]:
+        headers = await bearer_headers(self._token)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        body = orjson.dumps(events[0] if single else events)
+        try:
+            response = await self._http.post(self._url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            raise Failed(
+                PublishError(None, None, f"publish failed: {exc!r}"), never_sent or key is not None
+            ) from exc
+        if response.status_code != 201:
+            error = ErrorBody.parse(response.content)
+            status = response.status_code
+            failure = PublishError(status, error.error, error.detail, retry_after(response.headers))
+            raise Failed(failure, refused(status, None, key is not None))
+        answer: Any = orjson.loads(response.content)
+        if single:
+            return [receipt(answer)]
+        items = answer.get("events") if isinstance(answer, dict) else None
+        return [receipt(item) for item in items] if isinstance(items, list) else []
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 class Publisher(AsyncClosing):
-    """Publishes events to one server over a pool of keep-alive connections.
+    """Publishes events to one server: over a pool of keep-alive HTTP connections
+    (``transport="http"``), or over one WebSocket carrying many publishes at
+    once (``transport="ws"``), with the same receipts, errors and retries.
 
     ``async with Publisher(url, token=...) as publisher: await publisher.publish(...)``
     """
@@ -45,21 +78,21 @@ class Publisher(AsyncClosing):
         *,
         token: TokenSource | None = None,
         headers: Mapping[str, str] | None = None,
-        transport: Literal["http"] = "http",
+        transport: PublishTransport = "http",
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
     ) -> None:
-        if transport != "http":
-            raise ValueError(f"transport={transport!r}: only 'http' is available yet")
+        if transport not in ("http", "ws"):
+            raise ValueError(f"transport={transport!r}: use 'http' or 'ws'")
         if retries < 0:
             raise ValueError("retries must be 0 or more")
         self.url = http_base(url)
         self.transport = transport
-        self._token = token
         self._retries = retries
-        self._http = httpx.AsyncClient(
-            headers={"Content-Type": "application/json", **(headers or {})},
-            timeout=timeout_s,
+        self._sender: HttpSender | WsSender = (
+            HttpSender(self.url, token, headers or {}, timeout_s)
+            if transport == "http"
+            else WsSender(self.url, token, headers or {}, timeout_s)
         )
 
     @overload
@@ -76,65 +109,23 @@ class Publisher(AsyncClosing):
         """Publish one event, or a list of up to 1000 in one transaction (all
         or none); returns once they are durably committed.  With
         ``idempotency_key``, a retry (by this method or by the caller, within
-        24 h) writes nothing new and returns the first answer."""
+        24 h) writes nothing new and returns the first answer.  Over WebSocket,
+        concurrent calls share the socket and are answered as they commit."""
         single = isinstance(events, Mapping)
-        if not single and not events:
+        listed: list[Draft] = [events] if isinstance(events, Mapping) else list(events)
+        if not listed:
             raise ValueError("publish at least one event")
-        body = orjson.dumps(events if single else list(events))
-        headers = await bearer_headers(self._token)
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
-        answer = await self._post(body, headers, idempotency_key is not None)
+        receipts = await retrying(
+            lambda: self._sender.send(listed, single, idempotency_key), self._retries
+        )
         if single:
-            return _receipt(answer)
-        items = answer.get("events")
-        return [_receipt(item) for item in items] if isinstance(items, list) else []
-
-    async def _post(self, body: bytes, headers: dict[str, str], keyed: bool) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.post(
-                    self.url + "/api/events", content=body, headers=headers
-                )
-            except httpx.HTTPError as exc:
-                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                failure = PublishError(None, None, f"publish failed: {exc!r}")
-                if (never_sent or keyed) and attempt < self._retries:
-                    await asyncio.sleep(_backoff(attempt, None))
-                    attempt += 1
-                    continue
-                raise failure from exc
-            if response.status_code == 201:
-                parsed = orjson.loads(response.content)
-                return parsed if isinstance(parsed, dict) else {}
-            error = ErrorBody.parse(response.content)
-            wait = retry_after(response.headers)
-            failure = PublishError(response.status_code, error.error, error.detail, wait)
-            passing = response.status_code == 429 or (keyed and response.status_code >= 500)
-            if not passing or attempt >= self._retries:
-                raise failure
-            await asyncio.sleep(_backoff(attempt, wait))
-            attempt += 1
+            if len(receipts) != 1:
+                raise PublishError(None, None, f"expected one receipt, got {len(receipts)}")
+            return receipts[0]
+        return receipts
 
     async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-def _backoff(attempt: int, asked: float | None) -> float:
-    if asked is not None:
-        return asked
-    cap = min(RETRY_MAX_S, RETRY_BASE_S * 2**attempt)
-    return random.uniform(cap / 2, cap)
-
-
-def _receipt(item: object) -> Published:
-    if isinstance(item, dict):
-        ident = optional_int(item.get("id"))
-        ts = item.get("ts")
-        if ident is not None and isinstance(ts, str):
-            return Published(ident, ts)
-    raise PublishError(201, None, f"the server's answer has no id and ts: {item!r}"[:300])
+        await self._sender.aclose()
 
 
 @overload
@@ -144,6 +135,7 @@ async def publish(
     *,
     token: TokenSource | None = None,
     idempotency_key: str | None = None,
+    transport: PublishTransport = "http",
 ) -> Published: ...
 
 
@@ -154,6 +146,7 @@ async def publish(
     *,
     token: TokenSource | None = None,
     idempotency_key: str | None = None,
+    transport: PublishTransport = "http",
 ) -> list[Published]: ...
 
 
@@ -163,8 +156,9 @@ async def publish(
     *,
     token: TokenSource | None = None,
     idempotency_key: str | None = None,
+    transport: PublishTransport = "http",
 ) -> Published | list[Published]:
     """Publish once, with a connection of its own: for a one-off publish.
     Anything that publishes repeatedly should keep a :class:`Publisher`."""
-    async with Publisher(url, token=token) as publisher:
+    async with Publisher(url, token=token, transport=transport) as publisher:
         return await publisher.publish(events, idempotency_key=idempotency_key)

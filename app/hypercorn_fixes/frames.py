@@ -5,6 +5,8 @@ sending empty continuation frames (a message that never ends) or pings, and read
 nothing, kept the event loop busy enough that ``/healthz`` took 2.4 s and 3.6 s
 meanwhile.  Livefeed's own limit of messages per second never saw them: Hypercorn
 answers pings itself, and an unfinished message never reaches the application.
+Complete messages do, and are limited there: a publisher pipelining thousands of
+small ``publish`` messages a second is not cut here.
 
 How: Hypercorn builds each WebSocket's wsproto ``Connection`` in
 ``Handshake.accept`` from the name ``Connection`` in ``hypercorn.protocol.ws_stream``;
@@ -25,9 +27,12 @@ from wsproto.frame_protocol import CloseReason
 
 from app.hypercorn_fixes.rate import PerSecondCap
 
-#: Whole frames parsed per second and connection (the pieces of a big frame, as they
-#: arrive, are not counted: a fast publisher of 1 MiB messages is not a flood).  A
-#: client within Livefeed's 50 messages a second stays far below.
+#: Frames the application never sees (pings, pongs, closes, and the fragments of a
+#: message before its last) parsed per second and connection.  Complete messages are
+#: not counted here: they reach the application, which limits them itself (50 a
+#: second, or the publish rate for a connection that publishes), and Hypercorn stops
+#: reading while the application is behind.  The pieces of a big frame, as they
+#: arrive, are not counted either: a fast publisher of 1 MiB messages is not a flood.
 MAX_FRAMES_PER_S = 1000
 TOO_MANY_FRAMES = "too many frames per second"
 
@@ -41,8 +46,10 @@ class FrameLimitedConnection(Connection):
 
     def events(self) -> Generator[Event, None, None]:
         for event in super().events():
-            whole = not isinstance(event, Message) or event.frame_finished
-            if whole and self._frames.add():
+            unseen = not isinstance(event, Message) or (
+                event.frame_finished and not event.message_finished
+            )
+            if unseen and self._frames.add():
                 # As if the client had closed: Hypercorn then sends the matching close
                 # frame (with this reason) and ends the stream.
                 self._state = ConnectionState.REMOTE_CLOSING

@@ -11,7 +11,9 @@ taking it, so two attempts with one key, on any nodes, write once.
 
 Group commit (shared with SQLite, :mod:`app.store.group`): publishes that
 arrive while a transaction is in flight are written together in the next
-one, whose inserts, head update and NOTIFY are a single statement.
+one, whose inserts, Merkle tree nodes, head update and NOTIFY are a single
+statement when this node appended last (``APPEND_SQL`` says how), else a
+transaction that first takes the head lock.
 
 "The log advanced": the append statement calls ``pg_notify`` (delivered
 when it commits; the payload is the new head id).  A dedicated connection
@@ -65,6 +67,17 @@ from app.store.postgres_sql import (
     page_query,
     page_rows,
 )
+from app.store.postgres_tree import (
+    DatabaseClock,
+    build_tree,
+    keep_signer,
+    load_frontier,
+    node_columns,
+    read_nodes,
+)
+from app.store.signing import opened, resolve_signer
+from app.store.tree import TreeEdge, grow
+from app.tlog import Node, SignerKey
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -129,6 +142,10 @@ def translated(where: str) -> Iterator[None]:
         raise StoreUnavailable(_explain(exc, where)) from exc
 
 
+#: Migration steps that SQL cannot do: 0005 hashes the existing events into the tree.
+MIGRATION_STEPS: dict[int, Callable[[asyncpg.Connection], Awaitable[None]]] = {5: build_tree}
+
+
 async def apply_postgres_migrations(conn: asyncpg.Connection) -> list[int]:
     """Apply what is pending; returns the versions applied.
 
@@ -144,6 +161,9 @@ async def apply_postgres_migrations(conn: asyncpg.Connection) -> list[int]:
         todo = pending(load_migrations("postgresql"), applied)
         for migration in todo:
             await conn.execute(migration.sql)  # no arguments: a multi-statement script
+            step = MIGRATION_STEPS.get(migration.version)
+            if step is not None:
+                await step(conn)
             await conn.execute(
                 "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
                 migration.version,
@@ -178,8 +198,14 @@ class PostgresStore:
         pool_size: int = 10,
         safety_poll_s: float = SAFETY_POLL_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        signing_key: str | None = None,
+        log_origin: str | None = None,
     ) -> None:
         self.url = url
+        self._signing = (signing_key, log_origin)
+        self._signer: SignerKey | None = None
+        self._edge = TreeEdge()  # used by the group committer only
+        self._clock = DatabaseClock()
         self.where = describe_url(url)
         self._pool_size = pool_size
         self._safety_poll_s = safety_poll_s
@@ -199,6 +225,9 @@ class PostgresStore:
             conn = await self._connect()  # no query timeout: a migration may take long
             try:
                 await apply_postgres_migrations(conn)
+                self._signer = await resolve_signer(
+                    *self._signing, lambda make: keep_signer(conn, make)
+                )
                 head = await conn.fetchval("SELECT last_id FROM log_head")
             finally:
                 await conn.close(timeout=CLOSE_TIMEOUT_S)
@@ -292,11 +321,53 @@ class PostgresStore:
         return await self._committer.submit(AppendRequest(drafts, key, fingerprint))
 
     async def _commit_group(self, requests: list[AppendRequest]) -> list[Appended | Exception]:
-        """One transaction for the group, holding the head lock from first to last."""
         now = time.time()
+        if not any(request.key for request in requests):
+            outcomes = await self._append_group(requests, now)
+            if outcomes is not None:
+                return outcomes
+        return await self._append_locked(requests, now)
+
+    async def _append_group(
+        self, requests: list[AppendRequest], now: float
+    ) -> list[Appended | Exception] | None:
+        """One statement, one round trip, when this node appended last (it still
+        holds the frontier): None when the head moved meanwhile, writing nothing."""
+        frontier = self._edge.take()
+        if frontier is None:
+            return None
+        ts = self._clock.now(self._edge.last_ts)
+        plan = plan_group(requests, frontier.size, ts, {}, now)
+        events = plan.events
+        chunks, hashes = node_columns(grow(frontier, events))
+        sent = time.time()
+        async with self._connection(write=True) as conn:
+            clock, moved = _row(
+                await conn.fetchrow(
+                    APPEND_SQL,
+                    events[0].id - 1,
+                    ts,
+                    [e.type for e in events],
+                    [e.workflow_id for e in events],
+                    [e.data for e in events],
+                    len(events),
+                    chunks,
+                    hashes,
+                )
+            )
+        self._clock.learn(clock, sent)
+        if not moved:
+            return None
+        self._edge.keep(frontier, ts)
+        return plan.outcomes
+
+    async def _append_locked(
+        self, requests: list[AppendRequest], now: float
+    ) -> list[Appended | Exception]:
+        """One transaction holding the head lock from first to last: the ids, ts
+        and idempotency keys are read under it, then the group is written."""
         keys = [request.key for request in requests if request.key]
-        if not keys:
-            return await self._append_group(requests, now)
+        frontier = None
         async with self._connection(write=True) as conn, conn.transaction():
             last_id, last_ts, clock = _row(await conn.fetchrow(LOCK_HEAD_SQL))
             earlier: dict[str, tuple[str, str]] = {}
@@ -307,6 +378,7 @@ class PostgresStore:
             plan = plan_group(requests, last_id, ts, earlier, now)
             events = plan.events
             if events:
+                frontier = self._edge.take(last_id) or await load_frontier(conn, last_id)
                 key_columns = [list(column) for column in zip(*plan.keys, strict=True)]
                 await conn.execute(
                     WRITE_SQL,
@@ -317,24 +389,11 @@ class PostgresStore:
                     ts,
                     *(key_columns or [[], [], [], []]),  # key, fingerprint, receipt, created_at
                     events[-1].id,
+                    *node_columns(grow(frontier, events)),
                 )
+        if frontier is not None:
+            self._edge.keep(frontier, ts)
         return plan.outcomes
-
-    async def _append_group(
-        self, requests: list[AppendRequest], now: float
-    ) -> list[Appended | Exception]:
-        """A group with no idempotency keys: one statement, one round trip."""
-        drafts = [draft for request in requests for draft in request.drafts]
-        async with self._connection(write=True) as conn:
-            row = await conn.fetchrow(
-                APPEND_SQL,
-                [d.type for d in drafts],
-                [d.workflow_id for d in drafts],
-                [d.data for d in drafts],
-                len(drafts),
-            )
-        last_id, ts, _ = _row(row)
-        return plan_group(requests, last_id, ts, {}, now).outcomes
 
     # "The log advanced": LISTEN plus a safety poll, reconnecting with backoff
 
@@ -419,6 +478,14 @@ class PostgresStore:
 
     async def count(self) -> int:
         return await self._number("SELECT count(*) FROM events")
+
+    async def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        async with self._connection() as conn:
+            return await read_nodes(conn, nodes)
+
+    @property
+    def signer(self) -> SignerKey:
+        return opened(self._signer)
 
     async def trim(self, retention: Retention) -> int:
         """Delete up to a cutoff id, in chunks so that no transaction grows large."""

@@ -123,10 +123,21 @@ class Frontier:
     @classmethod
     async def load(cls, size: int, read: ReadNodes) -> Frontier:
         """The frontier of the stored tree of ``size`` leaves, from one read."""
+        nodes = cls.nodes(size)
+        return cls.of(size, await read(nodes) if nodes else [])
+
+    @staticmethod
+    def nodes(size: int) -> list[Node]:
+        """The nodes a frontier of ``size`` leaves is made of, left to right."""
         if size < 0:
             raise ValueError(f"a tree cannot have {size} leaves")
-        nodes = cover(0, size)
-        hashes = await read(nodes) if nodes else []
+        return cover(0, size)
+
+    @classmethod
+    def of(cls, size: int, hashes: Sequence[bytes]) -> Frontier:
+        """The frontier of ``size`` leaves from the hashes of its :meth:`nodes`, for a
+        store that reads them without awaiting (SQLite's writer thread)."""
+        nodes = cls.nodes(size)
         if len(hashes) != len(nodes):
             raise MissingNodesError(f"asked the store for {len(nodes)} nodes, got {len(hashes)}")
         frontier = cls()

@@ -33,8 +33,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         app,
         info=Info(title="Livefeed", version=__version__),
         openapi_path="/openapi.json",
-        swagger_ui_path="/docs",
-        redoc_ui_path="/redocs",
+        swagger_ui_path=None,  # app.http.api_docs serves /docs from local files
+        redoc_ui_path=None,
     )
     register_http(app, settings)
 

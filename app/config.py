@@ -87,6 +87,7 @@ class Settings:
     publish_token: str | None = None
     read_token: str | None = None
     token_secret: str | None = None  # HS256 key for expiring read credentials (JWTs)
+    metrics_token: str | None = None  # what Prometheus sends for /metrics and /api/stats
     heartbeat_s: float = 30.0
     queue_size: int = 1000
     max_event_bytes: int = 64 * 1024
@@ -291,6 +292,12 @@ def from_env(env: Mapping[str, str], flags: Mapping[str, str] | None = None) -> 
             "LIVEFEED_READ_TOKEN and LIVEFEED_PUBLISH_TOKEN are equal; use two different "
             "secrets so that a dashboard's read token cannot publish"
         )
+    metrics_token = env.get("LIVEFEED_METRICS_TOKEN") or None
+    if metrics_token and metrics_token == publish_token:
+        raise ConfigError(
+            "LIVEFEED_METRICS_TOKEN and LIVEFEED_PUBLISH_TOKEN are equal; use two different "
+            "secrets so that a scraper's token cannot publish"
+        )
     retention = env.get("LIVEFEED_RETENTION")
     log_format = env.get("LIVEFEED_LOG_FORMAT") or "text"
     if log_format not in ("text", "json"):
@@ -310,6 +317,7 @@ def from_env(env: Mapping[str, str], flags: Mapping[str, str] | None = None) -> 
         publish_token=publish_token,
         read_token=read_token,
         token_secret=_token_secret(env.get("LIVEFEED_TOKEN_SECRET")),
+        metrics_token=metrics_token,
         heartbeat_s=_number(source, "LIVEFEED_HEARTBEAT_S", 30.0, 0.05, 3600),
         queue_size=_integer(source, "LIVEFEED_QUEUE_SIZE", 1000, 1, 1_000_000),
         max_event_bytes=_integer(source, "LIVEFEED_MAX_EVENT_BYTES", 64 * 1024, 64, 1024 * 1024),

@@ -8,6 +8,7 @@ long-poll, NDJSON) and the SSE frame that carries the same JSON on its one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -28,6 +29,11 @@ TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 TYPE_RE = re.compile(TYPE_PATTERN[1:-1])
 WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN[1:-1])
+#: Workflow ids are path segments (``/sse/{id}``), and these two are not: browsers and
+#: URL libraries resolve them away before sending, so no page could stream them.  (A
+#: log written before they were refused may still hold them: WORKFLOW_ID_RE is the
+#: form a stored id has.)
+DOT_SEGMENTS = frozenset({".", ".."})
 MAX_BATCH = 1000
 MAX_DATA_DEPTH = 64
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -37,6 +43,11 @@ SSE_SEPARATOR = "\n"
 #: page's ``onerror`` while the stream is open (pages that close on error then
 #: never reconnect).  No SSE event is ever named ``error``, ``message`` or ``open``.
 ERROR_CONTROL = "stream_error"
+
+
+def is_workflow_id(value: str) -> bool:
+    """A workflow id a publisher may use and a reader may name."""
+    return WORKFLOW_ID_RE.fullmatch(value) is not None and value not in DOT_SEGMENTS
 
 
 class EventIn(BaseModel):
@@ -116,14 +127,14 @@ Frame = Event | Control
 class EventFilter:
     """Which events a reader wants.  ``None`` fields match everything."""
 
-    workflow_id: str | None = None
+    workflow_ids: frozenset[str] | None = None  # None: every event; empty: none
     types: frozenset[str] | None = None
     since: str | None = None  # inclusive, a utc_timestamp() string
     until: str | None = None  # exclusive
 
     def matches(self, event: Event) -> bool:
         return (
-            (self.workflow_id is None or event.workflow_id == self.workflow_id)
+            (self.workflow_ids is None or event.workflow_id in self.workflow_ids)
             and (self.types is None or event.type in self.types)
             and (self.since is None or event.ts >= self.since)
             and (self.until is None or event.ts < self.until)
@@ -248,10 +259,36 @@ def _describe(exc: ValidationError) -> str:
     return f"{where}: {message}"
 
 
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def idempotency_key(raw: str | None) -> str | None:
+    """A publisher's idempotency key, checked: 1..128 visible ASCII characters."""
+    if raw is not None and not IDEMPOTENCY_KEY_RE.fullmatch(raw):
+        raise Rejected(
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1..128 visible ASCII characters, e.g. a UUID",
+        )
+    return raw
+
+
+def fingerprint(drafts: Sequence[Draft], batch: bool) -> str:
+    """Equal for the same events, whatever the body's whitespace or key order: what an
+    idempotency key remembers of the publish it was first used with."""
+    events = [[d.type, d.workflow_id, orjson.loads(d.data)] for d in drafts]
+    canonical = orjson.dumps([batch, events], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
 def drafts_from_body(raw: bytes, max_event_bytes: int) -> tuple[list[Draft], bool]:
     """Validate a publish body (one event or an array); returns drafts and whether
     it was an array.  Any bad item rejects the whole request."""
     parsed = parse_strict_json(raw)
+    return drafts_from_value(parsed, max_event_bytes), isinstance(parsed, list)
+
+
+def drafts_from_value(parsed: Any, max_event_bytes: int) -> list[Draft]:
+    """Validate parsed JSON (one event object or an array of 1..1000) into drafts."""
     batch = isinstance(parsed, list)
     if batch and not parsed:
         raise Rejected("invalid_event", "an empty array publishes nothing; send 1..1000 events")
@@ -269,7 +306,7 @@ def drafts_from_body(raw: bytes, max_event_bytes: int) -> tuple[list[Draft], boo
         )
     except ValidationError as exc:
         raise Rejected("invalid_event", _describe(exc))
-    return [_draft(item, index, batch, max_event_bytes) for index, item in enumerate(items)], batch
+    return [_draft(item, index, batch, max_event_bytes) for index, item in enumerate(items)]
 
 
 def _draft(item: EventIn, index: int, batch: bool, max_event_bytes: int) -> Draft:
@@ -278,6 +315,12 @@ def _draft(item: EventIn, index: int, batch: bool, max_event_bytes: int) -> Draf
         raise Rejected(
             "invalid_event",
             f"{where}workflow_id: {ALL_EVENTS_CHANNEL!r} is reserved for the all-events channel",
+        )
+    if item.workflow_id in DOT_SEGMENTS:
+        raise Rejected(
+            "invalid_event",
+            f"{where}workflow_id: {item.workflow_id!r} is not a workflow id "
+            "(URLs resolve it away, so no browser could stream it)",
         )
     data = item.data or {}
     if _depth(data) > MAX_DATA_DEPTH:

@@ -1,10 +1,8 @@
 """Per-process fan-out: one tailer reads the log once and shares the bytes.
 
-A :class:`Subscription` is a cursor into the log.  While it is behind it
-reads pages from the store ("catching up"); once its cursor reaches what the
-hub has dispatched it switches to live delivery.  The check and the switch
-happen with no ``await`` between them, so no event can slip through the seam
-and none is delivered twice (live events at or below the cursor are skipped).
+A :class:`~app.subscription.Subscription` is a cursor into the log; the hub
+hands live events to the subscriptions whose cursor has caught up, indexed by
+workflow, and the seam between catching up and live is the subscription's.
 
 The hub never awaits a subscriber.  Each live subscriber has a bounded queue;
 when it overflows the queue is dropped and the subscriber goes back to
@@ -24,10 +22,12 @@ from dataclasses import dataclass
 from app.errors import StoreUnavailable
 from app.events import EVERYTHING, Control, Event, EventFilter, Frame, utc_timestamp
 from app.store.base import Bounds, LogReader
+from app.subscription import PAGE_SIZE, Subscription
+
+__all__ = ["PAGE_SIZE", "WAKE_SLICE", "Hub", "Subscription", "resume_point"]
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 1000
 RING_SIZE = 4096
 STORE_RETRY_S = 0.5
 WAKE_SLICE = 16  # subscribers woken per loop pass (measured: 4-64 all far better than all)
@@ -59,153 +59,6 @@ def resume_point(cursor: int, bounds: Bounds) -> tuple[int, Control | None]:
         )
         return bounds.oldest_id - 1, notice
     return cursor, None
-
-
-class Subscription:
-    """One reader: cursor, filter, bounded live queue, and the catch-up logic."""
-
-    __slots__ = (
-        "_closing",
-        "_finished",
-        "_hub",
-        "_live",
-        "_live_from",
-        "_overflowed",
-        "_pending",
-        "_picky",
-        "_queue",
-        "_queue_size",
-        "_waiter",
-        "_wake_queued",
-        "cursor",
-        "filter",
-        "latest_id",
-        "replaying",
-    )
-
-    def __init__(
-        self, hub: Hub, filter: EventFilter, cursor: int, latest_id: int, first: list[Frame]
-    ) -> None:
-        self.filter = filter
-        self.cursor = cursor  # the last id handed out or scanned past
-        self.latest_id = latest_id  # the store's newest id at the handshake
-        self._hub = hub
-        self._queue_size = hub.queue_size
-        # the hub's index matches the workflow; only these need a look at each event
-        self._picky = not (filter.types is None and filter.since is None and filter.until is None)
-        self._pending: list[Frame] = first
-        self._queue: list[Event] = []
-        self._live = False
-        self._live_from = 0
-        self._overflowed = False
-        self._wake_queued = False  # in the hub's list of subscribers to wake
-        self._waiter: asyncio.Future[None] | None = None  # a future only while waiting:
-        self._closing: Control | None = None  # an idle stream costs a few hundred bytes
-        self._finished = False
-        self.replaying = True  # whether the last batch came from the log, not live
-
-    # Called by the hub; none of these ever awaits.
-
-    def offer(self, events: list[Event]) -> bool:
-        """Queue live events (in id order, of this subscription's workflow: the hub's
-        index saw to that); ``False`` means the queue overflowed and we left."""
-        if events[0].id <= self._live_from:
-            events = [event for event in events if event.id > self._live_from]
-        if self._picky:
-            events = [event for event in events if self.filter.matches(event)]
-        if not events:
-            return True
-        queue = self._queue
-        if len(queue) + len(events) > self._queue_size:
-            self._queue = []
-            self._live = False
-            self._overflowed = True
-            self._wake()
-            return False
-        queue.extend(events)
-        if self._waiter is not None and not self._wake_queued:
-            self._wake_queued = True
-            self._hub.wake_soon(self)
-        return True
-
-    def push(self, control: Control) -> None:
-        self._pending.append(control)
-        self._wake()
-
-    def close(self, farewell: Control) -> None:
-        self._closing = farewell
-        self._wake()
-
-    def wake_queued(self) -> None:
-        self._wake_queued = False
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # Called by the transport.
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> list[Frame]:
-        """The next frames to write, in order; ends after the farewell frame."""
-        while True:
-            if self._finished:
-                raise StopAsyncIteration
-            if self._closing is not None:
-                self._finished = True
-                return [*self._take_pending(), self._closing]
-            if self._overflowed:
-                self._overflowed = False
-                self._hub.note_fell_behind()
-            if not self._live:
-                frames = self._take_pending()
-                events = self._try_go_live()
-                if events is None:
-                    page = await self._hub.store.read(self.cursor, PAGE_SIZE, self.filter)
-                    self.cursor = page.scanned_to
-                    events = page.events
-                if frames or events:
-                    self.replaying = True
-                    return [*frames, *events]
-                continue
-            if self._queue or self._pending:
-                frames = self._take_pending()
-                if self._queue:
-                    events, self._queue = self._queue, []
-                    self.cursor = events[-1].id
-                    frames.extend(events)
-                self.replaying = False
-                return frames
-            # Nothing to hand out: every change above wakes the waiter, and none can
-            # happen between those checks and this line (no await in between).
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def _take_pending(self) -> list[Frame]:
-        frames, self._pending = self._pending, []
-        return frames
-
-    def _try_go_live(self) -> list[Event] | None:
-        """Switch to live if the hub's memory covers our cursor; ``None`` if not."""
-        hub = self._hub
-        if self.cursor >= hub.dispatched_id:
-            events: list[Event] = []
-        elif self.cursor >= hub.ring_floor:
-            events = hub.recent_after(self.cursor, self.filter)
-            self.cursor = hub.dispatched_id
-        else:
-            return None
-        self._live_from = self.cursor
-        self._live = True
-        hub.register_live(self)
-        return events
 
 
 def _by_workflow(events: list[Event]) -> dict[str, list[Event]]:
@@ -322,24 +175,29 @@ class Hub:
 
     def close_subscription(self, sub: Subscription) -> None:
         self._subscriptions.discard(sub)
-        self._unregister_live(sub)
+        self.unregister_live(sub)
 
     def register_live(self, sub: Subscription) -> None:
-        if sub.filter.workflow_id is None:
+        """Index a live subscription under each workflow it follows (or every event)."""
+        workflow_ids = sub.filter.workflow_ids
+        if workflow_ids is None:
             self._everything.add(sub)
-        else:
-            self._by_workflow.setdefault(sub.filter.workflow_id, set()).add(sub)
+            return
+        for workflow_id in workflow_ids:
+            self._by_workflow.setdefault(workflow_id, set()).add(sub)
 
-    def _unregister_live(self, sub: Subscription) -> None:
-        workflow_id = sub.filter.workflow_id
-        if workflow_id is None:
+    def unregister_live(self, sub: Subscription) -> None:
+        """Take a subscription out of the index (under the filter it was indexed with)."""
+        workflow_ids = sub.filter.workflow_ids
+        if workflow_ids is None:
             self._everything.discard(sub)
             return
-        subs = self._by_workflow.get(workflow_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._by_workflow[workflow_id]
+        for workflow_id in workflow_ids:
+            subs = self._by_workflow.get(workflow_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_workflow[workflow_id]
 
     def recent_after(self, cursor: int, filter: EventFilter) -> list[Event]:
         newer: list[Event] = []
@@ -390,12 +248,16 @@ class Hub:
             self.ring_floor = self._ring.popleft().id
         overflowed = [sub for sub in self._everything if not sub.offer(events)]
         if self._by_workflow:
+            several: set[Subscription] = set()
             for workflow_id, of_workflow in _by_workflow(events).items():
                 for sub in self._by_workflow.get(workflow_id, ()):
-                    if not sub.offer(of_workflow):
+                    if sub.several:  # offered the whole commit once, below
+                        several.add(sub)
+                    elif not sub.offer(of_workflow):
                         overflowed.append(sub)
+            overflowed.extend(sub for sub in several if not sub.offer(events))
         for sub in overflowed:
-            self._unregister_live(sub)
+            self.unregister_live(sub)
         self.dispatched_id = max(self.dispatched_id, scanned_to)
         self.stats.dispatched += len(events)
         if self._to_wake and not self._waking:

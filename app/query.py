@@ -8,21 +8,64 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.errors import ApiError, bad_request
-from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter
+from app.events import ALL_EVENTS_CHANNEL, TYPE_RE, WORKFLOW_ID_RE, EventFilter, is_workflow_id
 
 MAX_CURSOR = 2**63 - 1
 MAX_TAIL = 1000
+MAX_CHANNELS = 50
 _CURSOR_RE = re.compile(r"[0-9]{1,19}")  # ASCII only: int() also takes " 42", "4_2", "١٢"
 STREAM_PATHS = ("/ws/{channel}", "/sse/{channel}")
+
+#: What a reader follows: channel names, de-duplicated, in the order given.
+Channels = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class StreamRequest:
-    channel: str
+    channels: Channels
     filter: EventFilter
     cursor: int | None
     tail: int
     batch: bool = False  # WebSocket: several events per frame, as a JSON array
+
+    @property
+    def channel(self) -> str:
+        """The channels as one comma-joined name (logs, tickets, the hello frame)."""
+        return ",".join(self.channels)
+
+
+def channel_name(name: str, where: str) -> str:
+    """A channel name, or 400 naming it (``validation_updates`` or a workflow id)."""
+    if name != ALL_EVENTS_CHANNEL and not is_workflow_id(name):
+        raise ApiError(
+            400,
+            "bad_channel",
+            f"{where}: {name[:80]!r} is not a channel: use {ALL_EVENTS_CHANNEL!r} (every "
+            f"event) or a workflow id matching {WORKFLOW_ID_RE.pattern}",
+        )
+    return name
+
+
+def parse_channels(names: Sequence[str], where: str) -> Channels:
+    """Up to ``MAX_CHANNELS`` names (repeats ignored); any bad name is 400."""
+    unique = tuple(dict.fromkeys(channel_name(name, where) for name in names))
+    if len(unique) > MAX_CHANNELS:
+        raise ApiError(
+            400,
+            "too_many_channels",
+            f"{where}: {len(unique)} channels; follow at most {MAX_CHANNELS} on one connection",
+        )
+    return unique
+
+
+def channel_list(raw: str, where: str) -> Channels:
+    """``wf_a,wf_b`` as channels; an empty name (``wf_a,,wf_b``) is 400."""
+    return parse_channels(raw.split(","), where)
+
+
+def workflow_ids(channels: Channels) -> frozenset[str] | None:
+    """The workflows a list of channels means (``None``: every event)."""
+    return None if ALL_EVENTS_CHANNEL in channels else frozenset(channels)
 
 
 def parse_cursor(raw: str, source: str) -> int:
@@ -62,33 +105,28 @@ def single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[0]
 
 
-def channel_filter(channel: str) -> str | None:
-    """The workflow id a channel stands for (``None``: every event)."""
-    if channel == ALL_EVENTS_CHANNEL:
-        return None
-    if WORKFLOW_ID_RE.fullmatch(channel):
-        return channel
-    raise not_found_stream(f"{channel[:80]!r} is not a channel name")
-
-
 def not_found_stream(why: str) -> ApiError:
     return ApiError(
         404,
         "not_found",
         f"{why}. Valid stream paths: {', '.join(STREAM_PATHS)} where {{channel}} is "
         f"{ALL_EVENTS_CHANNEL!r} (every event) or a workflow id matching "
-        f"{WORKFLOW_ID_RE.pattern}, e.g. /ws/{ALL_EVENTS_CHANNEL}",
+        f"{WORKFLOW_ID_RE.pattern} other than '.' and '..', e.g. /ws/{ALL_EVENTS_CHANNEL}",
     )
 
 
 def parse_stream_request(
     path: str, prefix: str, params: Mapping[str, Sequence[str]], last_event_id: str | None
 ) -> StreamRequest:
-    """``/sse/<channel>`` or ``/ws/<channel>`` plus query; the header cursor wins."""
-    channel = path[len(prefix) :]
-    if not channel or "/" in channel:
-        raise not_found_stream(f"no stream at {path[:100]!r}")
-    workflow_id = channel_filter(channel)
+    """``/sse/<channels>`` or ``/ws/<channels>`` plus query; the header cursor wins.
+    ``/ws`` alone (``prefix`` given without its slash) follows nothing yet."""
+    if path == prefix.rstrip("/"):
+        channels: Channels = ()
+    else:
+        segment = path[len(prefix) :]
+        if not path.startswith(prefix) or not segment or "/" in segment:
+            raise not_found_stream(f"no stream at {path[:100]!r}")
+        channels = channel_list(segment, "channel")
     types = parse_types(single(params, "types"))
     if last_event_id is not None:
         cursor: int | None = parse_cursor(last_event_id, "Last-Event-ID")
@@ -100,8 +138,8 @@ def parse_stream_request(
     batch = single(params, "batch")
     if batch not in (None, "0", "1"):
         raise bad_request("bad_parameter", f"batch={batch[:10]!r}: use 0 or 1")
-    filter = EventFilter(workflow_id=workflow_id, types=types)
-    return StreamRequest(channel, filter, cursor, tail, batch == "1")
+    filter = EventFilter(workflow_ids=workflow_ids(channels), types=types)
+    return StreamRequest(channels, filter, cursor, tail, batch == "1")
 
 
 def stream_path_error(path: str) -> ApiError:

@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TypeVar
 
 from app.config import Retention, Settings
-from app.errors import EndReason, StoreUnavailable
-from app.events import Control, farewell
+from app.errors import EndReason, Rejected, StoreUnavailable
+from app.events import Control, Draft, farewell, fingerprint
 from app.hub import Hub
 from app.metrics import DeliveryMeter, Metrics
 from app.security.access import Access
 from app.security.admission import Admission
-from app.store import Store, open_store
+from app.store import Appended, Store, open_store
 from app.write_timeout import WriteWatch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAINTENANCE_INTERVAL_S = 60.0
+INLINE_PARSE_BYTES = 64 * 1024
 #: Where the serving app keeps its runtime (``app.extensions[RUNTIME_KEY]``).
 RUNTIME_KEY = "livefeed"
 
@@ -77,6 +83,11 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     node: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: One thread for parsing large publish bodies: off the event loop, and one at a
+    #: time, so that neither the loop nor memory waits on several at once.
+    parser: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="livefeed-parse")
+    )
 
     @classmethod
     async def start(cls, settings: Settings, store: Store | None = None) -> Runtime:
@@ -114,6 +125,29 @@ class Runtime:
         await slot.acquire()
         return slot
 
+    async def publish(self, drafts: list[Draft], batch: bool, key: str | None) -> Appended:
+        """Append durably (once per idempotency key within its window), and count it;
+        the same for a POST and a WebSocket ``publish``."""
+        started = time.perf_counter()
+        if key is None:
+            events = await self.store.append(drafts)
+            appended = Appended(events, [(event.id, event.ts) for event in events])
+        else:
+            appended = await self.store.append_once(key, fingerprint(drafts, batch), drafts)
+        self.metrics.publish_latency.observe(time.perf_counter() - started)
+        self.metrics.published.inc(len(appended.events))
+        return appended
+
+    async def parse(self, parse: Callable[[bytes], T], body: bytes) -> T:
+        """``parse(body)``: inline when small; else on the parser thread, since a body's
+        size says little about its cost (8 MB of ``[{},{},...]`` took 450 ms to parse
+        before the batch limit could refuse it), and the loop keeps serving everyone."""
+        if len(body) <= INLINE_PARSE_BYTES:
+            return parse(body)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.parser, _parse_quietly, parse, body
+        )
+
     def meter(self, transport: str) -> DeliveryMeter:
         return self.metrics.meter(transport)
 
@@ -132,6 +166,7 @@ class Runtime:
                 await task
         await self.hub.stop()
         await self.store.close()
+        self.parser.shutdown(wait=False, cancel_futures=True)
 
     async def _maintain_forever(self, retention: Retention | None) -> None:
         """About once a minute: apply retention, forget expired keys and tickets."""
@@ -143,3 +178,22 @@ class Runtime:
             except StoreUnavailable as exc:
                 log.warning("store maintenance failed: %s", exc)
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+
+
+def _parse_quietly(parse: Callable[[bytes], T], body: bytes) -> T:
+    """``parse(body)`` on the parser thread.
+
+    The cyclic garbage collector is paused meanwhile: parsing makes no cycles, and
+    a full collection over millions of fresh containers holds every thread, the
+    event loop's too (8 MB of ``[[],[],...]``: 2.1 s with it, 0.56 s without).  A
+    refusal is raised without its traceback, whose frames hold the parsed body, so
+    that the body is freed here and not on the event loop."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return parse(body)
+    except Rejected as refusal:
+        raise refusal.with_traceback(None) from None
+    finally:
+        if collecting:
+            gc.enable()

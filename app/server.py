@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 GRACEFUL_TIMEOUT_S = 10.0
 KEEP_ALIVE_TIMEOUT_S = 5.0
 BACKLOG = 2048
-MAX_CLIENT_FRAME_BYTES = 64 * 1024
+MAX_CLIENT_FRAME_BYTES = 1024 * 1024  # a publish; other messages: 64 KiB (streams/ws.py)
 LISTEN_FD_ENV = "LIVEFEED_LISTEN_FD"  # the listening socket a worker inherits
 
 

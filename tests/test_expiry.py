@@ -143,7 +143,8 @@ def test_a_jwt_stream_gets_its_events_then_closes_at_exp(secured: ServerProcess)
         )
     )
     assert_closed_at_expiry(sse, ws, exp)
-    metrics = httpx.get(secured.url + "/metrics").text
+    reader = bearer(token(int(time.time()) + 60))  # /metrics needs a read credential here
+    metrics = httpx.get(secured.url + "/metrics", headers=reader).text
     for transport in ("sse", "websocket"):
         labels = {"transport": transport, "reason": "token_expired"}
         assert metric(metrics, "livefeed_disconnects_total", **labels) == 1
@@ -241,7 +242,8 @@ def test_expired_forged_and_malformed_jwts_are_401(secured: ServerProcess):
 
 @pytest.mark.sqlite_only
 def test_a_channel_outside_the_claim_is_403(secured: ServerProcess):
-    """``channels`` limits what a JWT opens; ["*"] or no claim opens every channel."""
+    """``channels`` limits what a JWT opens; ["*"] or no claim opens every channel.
+    (One event outside them is 404, as one that does not exist.)"""
     secured.publish(
         [{"type": "a", "workflow_id": "wf_1"}, {"type": "b", "workflow_id": "wf_2"}], headers=WRITER
     )
@@ -253,7 +255,8 @@ def test_a_channel_outside_the_claim_is_403(secured: ServerProcess):
     page = httpx.get(secured.url + "/api/events", params={"workflow_id": "wf_1"}, headers=wf_1)
     assert [e["id"] for e in page.json()["events"]] == [1]
     assert httpx.get(secured.url + "/api/events/1", headers=wf_1).status_code == 200
-    assert_error(httpx.get(secured.url + "/api/events/2", headers=wf_1), 403, "forbidden")
+    # an event outside the claim is the 404 of a missing one: a 403 would name its workflow
+    assert_error(httpx.get(secured.url + "/api/events/2", headers=wf_1), 404, "not_found")
     diagnosis = httpx.get(secured.url + "/api/diag/ws/wf_2", headers=wf_1).json()
     assert diagnosis["reason"] == "forbidden"
     assert httpx.get(secured.url + "/api/diag/ws/wf_1", headers=wf_1).json()["ok"] is True

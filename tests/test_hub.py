@@ -172,9 +172,9 @@ async def test_filters_select_by_workflow_and_type_live_and_from_the_log(
         Draft("c", "wf_1", "{}"),
     ]
     filters = {
-        "workflow": (EventFilter(workflow_id="wf_1"), [1, 2, 6]),
+        "workflow": (EventFilter(workflow_ids=frozenset({"wf_1"})), [1, 2, 6]),
         "types": (EventFilter(types=frozenset({"a", "c"})), [1, 3, 4, 6]),
-        "both": (EventFilter(workflow_id="wf_2", types=frozenset({"b"})), [5]),
+        "both": (EventFilter(workflow_ids=frozenset({"wf_2"}), types=frozenset({"b"})), [5]),
     }
     await store.append(mixed)  # the past: read from the log
     hub = await make_hub()

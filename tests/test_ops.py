@@ -178,6 +178,7 @@ def test_cli_tail_follows_a_channel(server: ServerProcess):
         {"LIVEFEED_ALLOWED_ORIGINS": "*", "LIVEFEED_TOKEN_SECRET": "s" * 32},
         {"LIVEFEED_PORT": "eighty"},
         {"LIVEFEED_RETENTION": "forever"},
+        {"LIVEFEED_METRICS_TOKEN": "same", "LIVEFEED_PUBLISH_TOKEN": "same"},
     ],
 )
 def test_bad_configuration_stops_start_up_with_a_message(env, tmp_path):

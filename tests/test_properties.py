@@ -31,7 +31,8 @@ from tests.sse_parser import SSEMessage, SSEParser
 from tests.support import ServerProcess
 
 TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-WORKFLOW_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# "." and ".." are no workflow ids: URLs resolve them away, so no browser could stream them
+WORKFLOW_ID_RE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.:-]{1,128}")
 ROUNDTRIP = "prop.roundtrip"
 SSE_ERRORS = {"overloaded", "rate_limited", "unavailable", "shutting_down"}
 
@@ -341,9 +342,13 @@ def test_any_type_when_publishing_and_filtering(live: Live, name: str):
 
 @bounded(80)
 @given(workflow_id=any_text | st.sampled_from(["validation_updates", "a" * 128, "a" * 129]))
+@example(workflow_id=".")
+@example(workflow_id="..")
+@example(workflow_id="...")
 def test_any_workflow_id_when_publishing_and_reading(live: Live, workflow_id: str):
     """FAULTS 20, 48: a workflow id is accepted exactly when it matches the pattern (and is
-    not the reserved name); as a channel or filter any text gets a 404/400 JSON."""
+    not the reserved name); as a filter, a comma-separated list of channels reads and
+    anything else is a 400 JSON naming the bad channel."""
     response = live.http.post(
         "/api/events",
         content=orjson.dumps({"type": "prop.wf", "workflow_id": workflow_id}),
@@ -355,7 +360,8 @@ def test_any_workflow_id_when_publishing_and_reading(live: Live, workflow_id: st
     else:
         assert check_http(response)["error"] == "invalid_event"  # type: ignore[index]
     page = live.http.get("/api/events", params={"workflow_id": workflow_id, "limit": 1})
-    assert (check_http(page) or {"error": "ok"})["error"] == ("ok" if is_id else "bad_parameter")
+    expected = "ok" if is_channel_list(workflow_id) else "bad_channel"
+    assert (check_http(page) or {"error": "ok"})["error"] == expected
 
 
 @bounded(80)
@@ -367,15 +373,19 @@ def test_any_workflow_id_when_publishing_and_reading(live: Live, workflow_id: st
 @example(segment="1")
 @example(segment="")
 def test_any_channel_path_segment(live: Live, segment: str | bytes):
-    """FAULTS 48: any channel segment (any text or bytes, percent-encoded) is a stream or
-    404 JSON on /sse and /ws; the diagnosis and GET /api/events/{id} agree."""
+    """FAULTS 48: any channel segment (any text or bytes, percent-encoded) is a stream (a
+    comma-separated list of channels), a 400 JSON naming a bad channel, or a 404 JSON
+    (no such path) on /sse and /ws; the diagnosis and GET /api/events/{id} agree."""
     raw = segment if isinstance(segment, bytes) else segment.encode()
     encoded = quote_from_bytes(raw, safe="")
     if encoded.strip(".") == "":  # keep "." and ".." from being resolved by the client
         encoded = encoded.replace(".", "%2E")
     decoded = raw.decode("utf-8", "replace")  # how the server decodes the path
-    is_channel = bool(WORKFLOW_ID_RE.fullmatch(decoded))
-    expected = "ok" if is_channel else "not_found"
+    is_channel = is_channel_list(decoded)
+    if not decoded or "/" in decoded:
+        expected = "not_found"
+    else:
+        expected = "ok" if is_channel else "bad_channel"
     assert check_sse(live, f"/sse/{encoded}") == expected
     assert check_ws(live, f"/ws/{encoded}") == expected
     # The Quart routes: "/" inside is no route (404 JSON), a leading "/" makes "//", which
@@ -383,6 +393,7 @@ def test_any_channel_path_segment(live: Live, segment: str | bytes):
     diag = live.http.get(f"/api/diag/ws/{encoded}")
     if diag.status_code == 200:
         assert diag.json()["ok"] is is_channel
+        assert is_channel or diag.json()["reason"] == expected
     elif diag.status_code >= 400:
         assert check_http(diag)["error"] == "not_found"  # type: ignore[index]
         assert not is_channel
@@ -394,10 +405,19 @@ def test_any_channel_path_segment(live: Live, segment: str | bytes):
     if one.status_code == 200:
         assert re.fullmatch(r"[0-9]{1,19}", decoded), decoded
         assert one.json()["id"] == int(decoded)
-    elif one.status_code >= 400:
-        assert check_http(one)["error"] == "not_found"  # type: ignore[index]
+    elif one.status_code >= 400:  # no such event; a malformed id is 400 (no route: 404)
+        well_formed = re.fullmatch(r"[0-9]{1,19}", decoded) and int(decoded) <= 2**63 - 1
+        routed = decoded != "" and "/" not in decoded
+        expected_error = "bad_cursor" if routed and not well_formed else "not_found"
+        assert check_http(one)["error"] == expected_error  # type: ignore[index]
     else:
         assert one.status_code == 308 and decoded.startswith("/"), one
+
+
+def is_channel_list(text: str) -> bool:
+    """What the contract calls a channel list: 1..50 distinct valid names, comma-separated."""
+    names = text.split(",")
+    return all(WORKFLOW_ID_RE.fullmatch(name) for name in names) and len(set(names)) <= 50
 
 
 def holds(wait: str) -> bool:
@@ -407,10 +427,10 @@ def holds(wait: str) -> bool:
 
 @pytest.mark.parametrize("event_id", ["\u0661", "\uff11", "\U0001d7cf"])
 def test_event_id_in_the_path_is_ascii_digits_only(live: Live, event_id: str):
-    """FAULTS 2: an id written in Arabic-Indic, full-width or math digits is not an id: 404."""
+    """FAULTS 2: an id written in Arabic-Indic, full-width or math digits is not an id: 400."""
     assert live.http.get("/api/events/1").status_code == 200
     response = live.http.get("/api/events/" + quote_from_bytes(event_id.encode(), safe=""))
-    assert check_http(response)["error"] == "not_found"  # type: ignore[index]
+    assert check_http(response)["error"] == "bad_cursor"  # type: ignore[index]
 
 
 REPLAY_PARAMS = ["after", "limit", "wait", "since", "until", "types", "workflow_id", "format",
@@ -466,8 +486,8 @@ def replay_verdict(name: str, value: str) -> str:
         valid = value == "0"  # follow=1 needs format=ndjson
     elif name == "types":
         valid = all(TYPE_RE.fullmatch(p.strip()) for p in value.split(",") if p.strip())
-    elif name == "workflow_id":
-        valid = bool(WORKFLOW_ID_RE.fullmatch(value))
+    elif name == "workflow_id":  # a list of channels; a bad one is named
+        return "ok" if is_channel_list(value) else "bad_channel"
     else:  # since, until: ISO 8601 with a timezone
         try:
             valid = (value.isascii() and len(value) <= 40  # the server caps the length

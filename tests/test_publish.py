@@ -136,4 +136,4 @@ def test_framework_errors_are_json(server: ServerProcess):
     assert_error(httpx.get(server.url + "/api/events/999"), 404)
     upgrade = assert_error(httpx.get(server.url + "/ws/validation_updates"), 426)
     assert "WebSocket" in upgrade["detail"]
-    assert_error(httpx.get(server.url + "/api/events/99999999999999999999"), 404)
+    assert_error(httpx.get(server.url + "/api/events/99999999999999999999"), 400, "bad_cursor")

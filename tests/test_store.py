@@ -161,7 +161,8 @@ async def test_read_tail(store: Store) -> None:
         await store.append(drafts(1, workflow_id="wf_a" if n % 2 else "wf_b"))
 
     assert await_ids(await store.read_tail(2)) == ([5, 6], 6)
-    assert await_ids(await store.read_tail(2, EventFilter(workflow_id="wf_b"))) == ([3, 5], 6)
+    only_b = EventFilter(workflow_ids=frozenset({"wf_b"}))
+    assert await_ids(await store.read_tail(2, only_b)) == ([3, 5], 6)
     assert await_ids(await store.read_tail(100)) == ([1, 2, 3, 4, 5, 6], 6)
 
 
@@ -206,7 +207,7 @@ async def test_scanned_to_with_filters(store: Store) -> None:
     later = await store.append(drafts(3, type="workflow_completed", workflow_id="wf_b"))
 
     def wf(name: str) -> EventFilter:
-        return EventFilter(workflow_id=name)
+        return EventFilter(workflow_ids=frozenset({name}))
 
     # Fewer matches than the limit: the scan covered everything up to the head.
     assert await_ids(await store.read(0, 10, wf("wf_a"))) == ([1, 2, 3], 6)

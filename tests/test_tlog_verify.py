@@ -20,6 +20,7 @@ from tests import rfc9162
 from tests.support import ROOT, ServerProcess
 
 ORIGIN = "livefeed/test"
+FORMULA_IDS = {11: "-2-3", 13: "-A1"}
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ def _varied_events() -> list[dict[str, object]]:
             "nested": {"list": [1, None, True, {"k": "v"}]},
         }
         event: dict[str, object] = {"type": f"step.{n % 4}", "data": data if n % 5 else {}}
-        if n % 2:
-            event["workflow_id"] = f"wf:{n % 3}"
+        if n % 2:  # two ids a spreadsheet would run as formulas: the CSV neutralises them
+            event["workflow_id"] = FORMULA_IDS.get(n, f"wf:{n % 3}")
         events.append(event)
     return events
 
@@ -110,6 +111,16 @@ def test_a_real_export_verifies(exports, key, tmp_path, capsys, fmt):
     status, out = verify(tmp_path, capsys, getattr(exports, fmt), checkpoint, _vkey(key))
     assert status == 0, out
     assert f"verified: {len(exports.lines)} events, ids 1..{len(exports.lines)}" in out
+
+
+def test_a_csv_export_with_neutralised_formula_cells_verifies(exports, key, tmp_path, capsys):
+    """Workflow ids like -2-3 are written '-2-3 in quotes (OWASP's CSV-injection rule),
+    and verify reads them back as the event's own: the export still verifies."""
+    rows = exports.csv.split(b"\r\n")
+    assert rows[12].split(b",")[2] == b"\"'-2-3\"" and rows[14].split(b",")[2] == b"\"'-A1\""
+    checkpoint = checkpoint_over(exports.lines, key)
+    status, out = verify(tmp_path, capsys, exports.csv, checkpoint, _vkey(key))
+    assert status == 0, out
 
 
 def _vkey(key: SignerKey) -> str:

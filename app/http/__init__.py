@@ -23,6 +23,7 @@ from app.errors import (
     as_api_error,
     error_body,
 )
+from app.http.api_docs import api_docs
 from app.http.dashboard import dashboard
 from app.http.diag import diagnosis
 from app.http.ops import operations
@@ -41,7 +42,16 @@ API_SECURITY_HEADERS = {
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
-BLUEPRINTS = (publishing, replaying, statistics, diagnosis, ticketing, operations, dashboard)
+BLUEPRINTS = (
+    publishing,
+    replaying,
+    statistics,
+    diagnosis,
+    ticketing,
+    operations,
+    dashboard,
+    api_docs,
+)
 
 
 def register_http(app: Quart, settings: Settings) -> None:
@@ -101,6 +111,9 @@ def _add_security_headers(app: Quart) -> None:
             response.headers.setdefault(name, value)
         if response.mimetype != "text/html":  # HTML pages set their own policy
             response.headers.setdefault("Content-Security-Policy", API_CSP)
+        if response.mimetype == "application/json":
+            # answers to a credential, or about a log that moves on: no cache may keep them
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
 

@@ -4,7 +4,8 @@ Live Activity Feed.
 The page is a template plus static files: ``static/livefeed-client.js`` and the
 ES modules it imports (the reusable client library), and ``static/dashboard*.js``
 and ``dashboard.css``, the UI that uses it. It carries no inline script or style,
-so it is served with a Content-Security-Policy that allows only same-origin resources: event data
+so it is served with a Content-Security-Policy that allows only same-origin
+resources (``PAGE_HEADERS``): event data
 that slipped through as HTML could not run anything even if the UI rendered
 it (it renders text only). ``connect-src 'self'`` covers same-origin ``ws:``
 and ``wss:`` in current browsers.
@@ -15,18 +16,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.wrappers.response import Response as Redirect
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
-    "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    # The page is small and its config can change between deployments.
-    "Cache-Control": "no-cache",
-}
+from app.http.common import PAGE_HEADERS
 
 dashboard = Blueprint("dashboard", __name__)
 
@@ -41,5 +31,5 @@ async def root() -> Redirect:
 async def page() -> Response:
     """The Live Activity Feed (all events; ``?channel=<workflow id>`` narrows it)."""
     body = await render_template("dashboard.html", base_path=request.root_path)
-    return Response(body, 200, headers=SECURITY_HEADERS, content_type="text/html; charset=utf-8")
+    return Response(body, 200, headers=PAGE_HEADERS, content_type="text/html; charset=utf-8")
 

@@ -11,12 +11,11 @@ from quart import Blueprint, Response, request
 from quart_schema import document_response
 
 from app.errors import ApiError
-from app.http.common import json_response, runtime
+from app.http.common import json_response, request_client, runtime
 from app.http.schemas import Diagnosis
 from app.query import parse_stream_request
 from app.security.hosts import request_origin_parts
 from app.security.origins import origin_refusal
-from app.security.tokens import check_read_access
 
 diagnosis = Blueprint("diagnosis", __name__)
 
@@ -26,8 +25,10 @@ diagnosis = Blueprint("diagnosis", __name__)
 async def diagnose_websocket(channel: str) -> Response:
     """Why a WebSocket handshake from the calling page would be refused.
 
-    The page's origin comes from ``?origin=``, else the ``Origin`` header.
-    Readable from any origin: it reveals only the verdict.
+    The page's origin comes from ``?origin=``, else the ``Origin`` header.  The
+    credential check counts failures toward the same limit as every other door (else
+    this would be a fast token oracle), and the answer gets the same CORS as the rest
+    of the API: other sites' pages cannot read the verdict.
     """
     rt = runtime()
     params = request.args.to_dict(flat=False)
@@ -39,8 +40,9 @@ async def diagnose_websocket(channel: str) -> Response:
         refusal = origin_refusal(origin, scheme, host, rt.settings)
         if refusal is not None:
             raise refusal
-        grant = check_read_access(request.headers.get("Authorization"), params, rt.settings)
+        authorization = request.headers.get("Authorization")
+        grant = await rt.access.diagnose(request_client(rt), authorization, params)
         grant.require(stream.channel)
     except ApiError as error:
         verdict = {"ok": False, "reason": error.code, "detail": error.detail}
-    return json_response(orjson.dumps(verdict), headers={"Access-Control-Allow-Origin": "*"})
+    return json_response(orjson.dumps(verdict))

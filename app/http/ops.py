@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response
 
 from app.errors import ApiError, StoreUnavailable
-from app.http.common import json_response, runtime
+from app.http.common import authorize_figures, json_response, runtime
 
 operations = Blueprint("operations", __name__)
 
@@ -29,5 +29,8 @@ async def readyz() -> Response:
 
 @operations.get("/metrics")
 async def metrics() -> Response:
-    """Prometheus text format: this process, or all workers under ``--workers``."""
-    return Response(runtime().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: this process, or all workers under ``--workers``.
+    Needs the metrics token (or a read credential) when either is configured."""
+    rt = runtime()
+    await authorize_figures(rt, scrape=True)
+    return Response(rt.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

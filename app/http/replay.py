@@ -23,6 +23,7 @@ from app.query import parse_cursor
 from app.runtime import Runtime
 
 replaying = Blueprint("replaying", __name__)
+NOT_READABLE = "never written, trimmed, or outside your credential's channels"
 
 def _page_body(
     events: list[Event], next_after: int, has_more: bool, notices: list[Control]
@@ -62,7 +63,7 @@ async def _long_poll(
 
 async def _page(rt: Runtime, query: ReplayQuery, client: str) -> Response:
     bounds = await rt.store.bounds()
-    after, notice = resume_point(query.after, bounds)  # never spins on a trimmed cursor
+    after, notice = resume_point(query.start, bounds)  # never spins on a trimmed cursor
     notices = [notice] if notice is not None else []
     page = await rt.store.read(after, query.limit + 1, query.filter)
     events = page.events
@@ -86,28 +87,31 @@ async def replay() -> Response:
     params = request.args.to_dict(flat=False)
     grant = await authorize_read(rt, params)
     query = parse_replay_query(params, request.headers.get("Accept", ""))
-    grant.require(query.filter.workflow_id or ALL_EVENTS_CHANNEL)
+    for channel in query.channels:
+        grant.require(channel)
     if query.format == "json":
         return await _page(rt, query, request_client(rt))
-    return export_response(rt, query, request_client(rt), grant)
+    return await export_response(rt, query, request_client(rt), grant)
 
 
 @replaying.get("/api/events/<event_id>")
 @document_response(Envelope)
+@document_response(Error, 400)
 @document_response(Error, 404)
 async def get_event(event_id: str) -> Response:
     """One stored event by id (ASCII digits only: the int converter takes any
-    Unicode digit, so an Arabic-Indic "1" would have meant event 1)."""
+    Unicode digit, so an Arabic-Indic "1" would have meant event 1).
+
+    An event outside the credential's channels is ``404``, like one that does not
+    exist: a ``403`` would tell a token scoped to some channels which workflow
+    another channel's event belongs to, id by id."""
     rt = runtime()
     grant = await authorize_read(rt, request.args.to_dict(flat=False))
-    try:
-        number = parse_cursor(event_id, "event id")
-    except ApiError:
-        number = None
+    number = parse_cursor(event_id, "event id")
     event = await rt.store.get(number) if number else None
-    if event is None:
-        detail = f"no event with id {event_id[:40]!r} (never written, or trimmed)"
-        raise ApiError(404, "not_found", detail)
-    if not grant.allows(ALL_EVENTS_CHANNEL):  # an event is in both its channels
-        grant.require(event.workflow_id or ALL_EVENTS_CHANNEL)
+    if event is None or not (
+        grant.allows(ALL_EVENTS_CHANNEL)  # an event is in both its channels
+        or (event.workflow_id is not None and grant.allows(event.workflow_id))
+    ):
+        raise ApiError(404, "not_found", f"no event with id {number} ({NOT_READABLE})")
     return json_response(event.json)

@@ -12,14 +12,25 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.errors import bad_request
-from app.events import ALL_EVENTS_CHANNEL, WORKFLOW_ID_RE, EventFilter, utc_timestamp
-from app.query import parse_cursor, parse_int, parse_types, single
+from app.events import ALL_EVENTS_CHANNEL, EventFilter, utc_timestamp
+from app.query import (
+    MAX_TAIL,
+    Channels,
+    channel_list,
+    parse_cursor,
+    parse_int,
+    parse_types,
+    single,
+    workflow_ids,
+)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_WAIT_S = 30.0
+DEFAULT_FOLLOW_TAIL = 10  # as tail -f
 KNOWN_PARAMS = frozenset(
     {"after", "limit", "workflow_id", "types", "since", "until", "wait", "format", "follow"}
+    | {"tail"}
     | {"access_token", "ticket", "_"}  # credentials, and jQuery-style cache busters
 )
 FORMATS = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv"}
@@ -27,12 +38,19 @@ FORMATS = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": 
 
 @dataclass(frozen=True, slots=True)
 class ReplayQuery:
-    after: int
+    after: int | None  # None: not given (a follow then starts with the last ``tail``)
     limit: int
     filter: EventFilter
+    channels: Channels  # what the read credential must cover
     wait: float
     format: str
     follow: bool
+    tail: int = 0
+
+    @property
+    def start(self) -> int:
+        """Where pages and exports start: after the cursor, or from the beginning."""
+        return self.after or 0
 
 
 def _timestamp(raw: str, name: str) -> str:
@@ -73,11 +91,8 @@ def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> Repl
             f"known: {', '.join(sorted(KNOWN_PARAMS - {'_'}))}",
         )
     raw_after, raw_limit, raw_wait = (single(params, n) for n in ("after", "limit", "wait"))
-    workflow_id = single(params, "workflow_id")
-    if workflow_id == ALL_EVENTS_CHANNEL:  # the all-events channel's name, as on streams
-        workflow_id = None
-    if workflow_id is not None and not WORKFLOW_ID_RE.fullmatch(workflow_id):
-        raise bad_request("bad_parameter", f"workflow_id={workflow_id[:40]!r} is not a workflow id")
+    raw_channels = single(params, "workflow_id")  # a channel list, as on streams
+    channels = channel_list(raw_channels, "workflow_id") if raw_channels is not None else ()
     since, until = single(params, "since"), single(params, "until")
     if raw_wait is not None and not re.fullmatch(r"[0-9]{1,2}(\.[0-9]{1,3})?", raw_wait):
         raise bad_request("bad_parameter", f"wait={raw_wait[:20]!r}: use seconds in 0..30")
@@ -90,18 +105,23 @@ def parse_replay_query(params: Mapping[str, Sequence[str]], accept: str) -> Repl
     fmt = _format(params, accept)
     if follow == "1" and fmt != "ndjson":
         raise bad_request("bad_parameter", "follow=1 needs format=ndjson")
+    raw_tail = single(params, "tail")
+    if raw_tail is not None and follow != "1":
+        raise bad_request("bad_parameter", "tail applies to follow=1; pages use after and limit")
     return ReplayQuery(
-        after=parse_cursor(raw_after, "after") if raw_after is not None else 0,
+        after=parse_cursor(raw_after, "after") if raw_after is not None else None,
         limit=parse_int(raw_limit, "limit", 1, MAX_LIMIT)
         if raw_limit is not None
         else DEFAULT_LIMIT,
         filter=EventFilter(
-            workflow_id=workflow_id,
+            workflow_ids=workflow_ids(channels) if channels else None,
             types=parse_types(single(params, "types")),
             since=_timestamp(since, "since") if since is not None else None,
             until=_timestamp(until, "until") if until is not None else None,
         ),
+        channels=channels or (ALL_EVENTS_CHANNEL,),
         wait=wait,
         format=fmt,
         follow=follow == "1",
+        tail=DEFAULT_FOLLOW_TAIL if raw_tail is None else parse_int(raw_tail, "tail", 0, MAX_TAIL),
     )

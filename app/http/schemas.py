@@ -55,6 +55,9 @@ class EventQuery(BaseModel):
     wait: float | None = Field(None, description="long-poll: 0..30 seconds")
     format: Literal["json", "ndjson", "csv"] | None = None
     follow: Literal["0", "1"] | None = Field(None, description="with format=ndjson: keep open")
+    tail: int | None = Field(
+        None, description="follow=1 without after: start with the last N (0..1000, default 10)"
+    )
 
 
 class Error(BaseModel):

@@ -7,15 +7,17 @@ import time
 import orjson
 from quart import Blueprint, Response
 
-from app.http.common import json_response, runtime
+from app.http.common import authorize_figures, json_response, runtime
 
 statistics = Blueprint("statistics", __name__)
 
 
 @statistics.get("/api/stats")
 async def stats() -> Response:
-    """Figures for the dashboard: this process's connections and the log's size."""
+    """Figures for the dashboard: this process's connections and the log's size.
+    Needs a read credential (or the metrics token) when reading does."""
     rt = runtime()
+    await authorize_figures(rt, scrape=False)
     bounds = await rt.store.bounds()
     # ids have no gaps and trimming removes the oldest, so this is exact and needs
     # no count(*) (which scans the whole table on PostgreSQL)

@@ -103,6 +103,11 @@ class Admission:
     async def check_publish(self, client: str) -> None:
         await self._check(self._publish, "publish", client, "publish requests")
 
+    async def check_ticket(self, client: str) -> None:
+        """Tickets are written to the store: as many a second as new streams, in a
+        window of their own (a ticket and the stream it opens are not counted twice)."""
+        await self._check(self._connect, "ticket", client, "stream tickets")
+
     async def check_auth_failures(self, client: str) -> None:
         """Refuse a client that has failed authentication too often, before checking again."""
         if not self._limiter.test(self._auth_failures, "auth", client):

@@ -7,30 +7,33 @@ a foreign page look like a loopback publisher or a same-origin reader.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from app.config import Settings
 from app.errors import ApiError
 from app.scope import Scope, header
 
+#: ``uri-host [":" port]`` (RFC 9110 §7.2): an IP literal in brackets, or a name of
+#: unreserved characters; the port is digits only.  Anything else (``127.0.0.1:1@evil.com``,
+#: a space, a path) is not a Host, so it cannot match an allowed name by its prefix.
+_HOST_RE = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9._~-]+)(?::(?P<port>[0-9]{0,5}))?")
 
-def _split_host(value: str) -> tuple[str, str | None]:
-    value = value.strip().lower()
-    if value.startswith("["):  # [::1]:8080
-        end = value.find("]")
-        return value[: end + 1], value[end + 2 :] or None
-    name, _, port = value.partition(":")
-    return name, port or None
+
+def _split_host(value: str) -> tuple[str, str | None] | None:
+    match = _HOST_RE.fullmatch(value.strip().lower())
+    return None if match is None else (match["name"], match["port"] or None)
 
 
 def host_allowed(host_header: str | None, settings: Settings) -> bool:
     """DNS rebinding defence: only the configured names may reach us; an entry
-    without a port matches any port."""
-    if not host_header:
+    without a port matches any port.  A malformed ``Host`` matches nothing."""
+    parsed = _split_host(host_header) if host_header else None
+    if parsed is None:
         return False
-    name, port = _split_host(host_header)
+    name, port = parsed
     for entry in settings.served_hosts:
-        entry_name, entry_port = _split_host(entry)
-        if entry_name == name and entry_port in (None, port):
+        allowed = _split_host(entry)
+        if allowed is not None and allowed[0] == name and allowed[1] in (None, port):
             return True
     return False
 

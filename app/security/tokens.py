@@ -14,6 +14,9 @@ from app.errors import ApiError
 from app.security.hosts import is_loopback
 
 ANY_CHANNEL = "*"
+#: 9999-12-31T23:59:59Z: a later ``exp`` never expires in practice, and one beyond a
+#: float (``10**400``) cannot even be compared with a deadline.
+MAX_EXP = 253_402_300_799
 
 def bearer(authorization: str | None) -> str | None:
     if authorization and authorization[:7].lower() == "bearer ":
@@ -63,10 +66,15 @@ OPEN = ReadGrant()
 
 
 def check_read_access(
-    authorization: str | None, params: Mapping[str, Sequence[str]], settings: Settings
+    authorization: str | None,
+    params: Mapping[str, Sequence[str]],
+    settings: Settings,
+    *,
+    publish_token_reads: bool = True,
 ) -> ReadGrant:
     """Streams and replay need a read credential when one is configured: the read
-    token (or the publish token), or a JWT signed with LIVEFEED_TOKEN_SECRET."""
+    token (or, unless ``publish_token_reads`` is false, the publish token), or a JWT
+    signed with LIVEFEED_TOKEN_SECRET."""
     if not settings.reading_protected:
         return OPEN
     token = bearer(authorization) or next(iter(params.get("access_token", ())), None)
@@ -75,11 +83,30 @@ def check_read_access(
             "this server needs a read token: send 'Authorization: Bearer <token>' "
             "or access_token=<token>"
         )
-    if any(same_secret(token, known) for known in (settings.read_token, settings.publish_token)):
+    readers = (settings.read_token, settings.publish_token if publish_token_reads else None)
+    if any(same_secret(token, known) for known in readers):
         return OPEN
     if settings.token_secret is None:
         raise unauthorized("the read token is wrong")
     return jwt_grant(token, settings.token_secret)
+
+
+def check_figures_access(
+    authorization: str | None,
+    params: Mapping[str, Sequence[str]],
+    settings: Settings,
+    *,
+    scrape: bool,
+) -> None:
+    """``/api/stats`` and (``scrape``) ``/metrics``: the metrics token, or a read
+    credential when reading needs one.  Both are open while reading is, except
+    ``/metrics`` once LIVEFEED_METRICS_TOKEN is set."""
+    if same_secret(bearer(authorization), settings.metrics_token):
+        return
+    if settings.reading_protected:
+        check_read_access(authorization, params, settings)
+    elif scrape and settings.metrics_token is not None:
+        raise unauthorized("/metrics needs 'Authorization: Bearer <LIVEFEED_METRICS_TOKEN>'")
 
 
 def jwt_grant(token: str, secret: str) -> ReadGrant:
@@ -101,7 +128,10 @@ def jwt_grant(token: str, secret: str) -> ReadGrant:
     except jwt.InvalidTokenError as exc:  # nbf in the future, aud, iat, a disallowed alg
         raise unauthorized(f"the token is not accepted: {exc}")
     # PyJWT compares int(exp) with the clock, so the stream deadline does too
-    return ReadGrant(expires_at=float(int(claims["exp"])), channels=_channels(claims))
+    exp = int(claims["exp"])
+    if exp > MAX_EXP:
+        raise unauthorized("the token's exp is after the year 9999; read tokens must expire")
+    return ReadGrant(expires_at=float(exp), channels=_channels(claims))
 
 
 def _channels(claims: Mapping[str, object]) -> frozenset[str] | None:

@@ -15,13 +15,11 @@ one, whose inserts, Merkle tree nodes, head update and NOTIFY are a single
 statement when this node appended last (``APPEND_SQL`` says how), else a
 transaction that first takes the head lock.
 
-"The log advanced": the append statement calls ``pg_notify`` (delivered
-when it commits; the payload is the new head id).  A dedicated connection
-listens; the same connection reads ``log_head`` every second, so a lost
-NOTIFY or a reconnect delays an event by at most that long and loses
-nothing.  The listener reconnects with backoff when its connection drops;
-every other query goes through a pool (one for readers, one connection for
-the group committer), which replaces a broken connection on its next use.
+"The log advanced": the append statement calls ``pg_notify`` (delivered on
+commit; the payload is the new head id).  A dedicated connection listens and
+reads ``log_head`` every second, so a lost NOTIFY or a reconnect delays an
+event by at most that long; it reconnects with backoff.  Every other query
+goes through a pool (readers; one connection for the group committer).
 """
 
 from __future__ import annotations

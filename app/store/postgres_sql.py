@@ -144,8 +144,8 @@ def filters(filt: EventFilter, params: list[Any]) -> str:
         params.append(value)
         return f"${len(params)}"
 
-    if filt.workflow_id is not None:
-        clauses.append(f"workflow_id = {arg(filt.workflow_id)}")
+    if filt.workflow_ids is not None:
+        clauses.append(f"workflow_id = ANY({arg(sorted(filt.workflow_ids))}::text[])")
     if filt.types is not None:
         clauses.append(f"type = ANY({arg(sorted(filt.types))}::text[])")
     if filt.since is not None:

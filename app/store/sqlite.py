@@ -123,9 +123,9 @@ def _explain(exc: sqlite3.Error, path: str) -> str:
 def _where(after: int, head: int, filt: EventFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = ["id > ?", "id <= ?"]
     params: list[Any] = [after, head]
-    if filt.workflow_id is not None:
-        clauses.append("workflow_id = ?")
-        params.append(filt.workflow_id)
+    if filt.workflow_ids is not None:
+        clauses.append(f"workflow_id IN ({','.join('?' * len(filt.workflow_ids))})")
+        params.extend(sorted(filt.workflow_ids))
     if filt.types is not None:
         clauses.append(f"type IN ({','.join('?' * len(filt.types))})")
         params.extend(sorted(filt.types))

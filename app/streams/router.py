@@ -54,7 +54,7 @@ class StreamRouter:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             check_host(header(scope, b"host"), self._settings)
-            if not scope["path"].startswith("/ws/"):
+            if scope["path"] != "/ws" and not scope["path"].startswith("/ws/"):
                 raise not_found_stream(f"no WebSocket endpoint at {scope['path'][:100]!r}")
             runtime = self._runtime()
         except ApiError as error:

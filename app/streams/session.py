@@ -64,8 +64,9 @@ class Wire(Protocol):
     async def write(self, frames: list[Frame]) -> None:
         """Send frames in order; may wait while the client is slow."""
 
-    async def listen(self) -> EndReason:
-        """Follow the client's side until it leaves or misbehaves."""
+    async def listen(self, live: Live) -> EndReason:
+        """Follow the client's side until it leaves or misbehaves (``live``: what its
+        messages may act on)."""
 
     async def end(self, reason: EndReason, notice: Control | None) -> None:
         """Say goodbye (``notice`` first, if any), bounded in time: the client may not
@@ -79,6 +80,15 @@ class Handshake:
     request: StreamRequest
     grant: ReadGrant
     client: str
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """An open stream, for a wire whose client may act on it (WebSocket messages)."""
+
+    handshake: Handshake
+    sub: Subscription
+    runtime: Runtime
 
 
 async def serve(wire: Wire, runtime: Runtime) -> None:
@@ -104,7 +114,7 @@ async def _handshake(wire: Wire, runtime: Runtime) -> Handshake:
     )
     wire.check(request, client)
     grant = await runtime.access.stream(
-        client, header(scope, b"authorization"), params, request.channel
+        client, header(scope, b"authorization"), params, request.channels
     )
     if runtime.hub.closing:
         raise SHUTTING_DOWN
@@ -117,7 +127,8 @@ def connection_established(
     """The first frame of every stream; ``node`` says which server process answered."""
     return Control.build(
         "connection_established",
-        workflow_id=request.channel,
+        workflow_id=request.channel or None,
+        channels=list(request.channels),
         message="Connected to workflow progress updates",
         transport=transport,
         latest_id=sub.latest_id,
@@ -141,7 +152,7 @@ async def _stream(wire: Wire, runtime: Runtime, handshake: Handshake) -> EndReas
             try:
                 reason: EndReason = await race(
                     _pump(wire, sub, runtime),
-                    wire.listen(),
+                    wire.listen(Live(handshake, sub, runtime)),
                     *until_expiry(handshake.grant, TOKEN_EXPIRED),
                 )
             except Exception:  # a bug: say so, and end cleanly so the client resumes

@@ -18,7 +18,7 @@ from app.runtime import Runtime
 from app.scope import Receive, Scope, Send, header
 from app.security.origins import cors_origin
 from app.streams.connection import Connection, send_error
-from app.streams.session import serve
+from app.streams.session import Live, serve
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -59,7 +59,7 @@ class SseWire(Connection):
     async def write(self, frames: list[Frame]) -> None:
         await self._write(b"".join(frame.sse for frame in frames))
 
-    async def listen(self) -> EndReason:
+    async def listen(self, live: Live) -> EndReason:
         while (await self._receive())["type"] != "http.disconnect":
             pass
         return CLIENT_CLOSED

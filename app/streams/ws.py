@@ -14,18 +14,25 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
-import orjson
-
-from app.errors import BINARY_FRAME, CLIENT_CLOSED, ApiError, EndReason, closed_by_policy
-from app.events import Control, Frame, error_frame
+from app.errors import (
+    BINARY_FRAME,
+    CLIENT_CLOSED,
+    ApiError,
+    CloseCode,
+    EndReason,
+    closed_by_policy,
+)
+from app.events import Control, Frame
 from app.query import StreamRequest
 from app.runtime import Runtime
 from app.scope import Receive, Scope, Send, header
 from app.security.hosts import request_origin_parts
 from app.security.origins import origin_refusal
 from app.streams.connection import Connection, refuse_websocket
-from app.streams.session import serve
+from app.streams.messages import KNOWN, PONG, Publishing, Refused, Subscriptions, parse_message
+from app.streams.session import Live, serve
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +40,36 @@ MAX_BAD_MESSAGES = 10
 MAX_MESSAGES_PER_S = 50
 CLOSE_TIMEOUT_S = 1.0
 DRAIN_TIMEOUT_S = 5.0
-PONG = Control.build("pong")
-ONLY_PING = error_frame("bad_message", 'the only client message is {"type":"ping"}')
+#: Client messages above this close 1009, but for a ``publish`` from a connection that
+#: may publish (up to the server's frame limit, 1 MiB).
+MAX_MESSAGE_CHARS = 64 * 1024
+MESSAGE_TOO_BIG = EndReason(
+    "message_too_big", CloseCode.MESSAGE_TOO_BIG, "message too big: the limit is 64 KiB"
+)
 
 
 def batched_texts(frames: list[Frame]) -> list[str]:
-    """With ``?batch=1``: the events of one write as one frame, a JSON array of
-    envelopes (controls stay separate frames).  Each WebSocket frame costs the
-    server about as much as the bytes it carries, so this is the fast path."""
-    texts = [frame.text for frame in frames if frame.id is None]
-    events = [frame.text for frame in frames if frame.id is not None]
-    if len(events) == 1:
-        texts.append(events[0])
-    elif events:
-        texts.append("[" + ",".join(events) + "]")
+    """With ``?batch=1``: each run of events in one write as one frame, a JSON array of
+    envelopes; controls stay separate frames, in their place (a ``subscribed`` frame
+    marks a position in the stream).  Each WebSocket frame costs the server about as
+    much as the bytes it carries, so this is the fast path."""
+    texts: list[str] = []
+    run: list[str] = []
+    for frame in frames:
+        if frame.id is not None:
+            run.append(frame.text)
+            continue
+        if run:
+            texts.append(_array(run))
+            run = []
+        texts.append(frame.text)
+    if run:
+        texts.append(_array(run))
     return texts
+
+
+def _array(texts: list[str]) -> str:
+    return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
 
 
 class WebSocketWire(Connection):
@@ -85,30 +107,73 @@ class WebSocketWire(Connection):
         for text in texts:
             await self._send_text(text)
 
-    async def listen(self) -> EndReason:
-        """Answer pings; refuse anything else; close on abuse."""
+    async def listen(self, live: Live) -> EndReason:
+        """Answer the client's messages; close on abuse.  Publishes by a connection
+        that may publish are limited by the publish rate, not the flood limit."""
+        handshake = live.handshake
+        authorization = header(self.scope, b"authorization")
+        publishing = Publishing(
+            live.runtime,
+            handshake.client,
+            live.runtime.access.may_publish(handshake.client, authorization),
+            self._send_text,
+        )
+        following = Subscriptions(
+            handshake.request.channels, handshake.request.filter.types, handshake.grant
+        )
+        try:
+            return await self._listen(live, publishing, following)
+        finally:
+            await publishing.close()
+
+    async def _listen(
+        self, live: Live, publishing: Publishing, following: Subscriptions
+    ) -> EndReason:
         bad = 0
         recent: deque[float] = deque()
         while True:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 return CLIENT_CLOSED
-            now = time.monotonic()
-            recent.append(now)
-            while recent and recent[0] < now - 1:
-                recent.popleft()
-            if len(recent) > MAX_MESSAGES_PER_S:
-                return closed_by_policy("too many messages per second")
             text = message.get("text")
             if text is None:  # binary, including an empty binary frame (bytes None)
                 return BINARY_FRAME
-            if _is_ping(text):
-                await self._send_text(PONG.text)
-                continue
-            bad += 1
-            if bad > MAX_BAD_MESSAGES:
-                return closed_by_policy("too many invalid messages")
-            await self._send_text(ONLY_PING.text)
+            oversized = len(text) > MAX_MESSAGE_CHARS  # only a publish may be bigger
+            if oversized and not publishing.allowed:
+                return MESSAGE_TOO_BIG
+            try:
+                parsed = parse_message(text)
+                if oversized and parsed["type"] != "publish":
+                    return MESSAGE_TOO_BIG
+                if parsed["type"] == "publish":
+                    if not publishing.allowed and _flooding(recent):
+                        return closed_by_policy("too many messages per second")
+                    if not await publishing.publish(text, parsed):
+                        bad += 1  # no ref: abuse, like any bad message
+                    if bad > MAX_BAD_MESSAGES:
+                        return closed_by_policy("too many invalid messages")
+                    continue
+                if _flooding(recent):
+                    return closed_by_policy("too many messages per second")
+                await self._answer(parsed, live, publishing, following)
+            except Refused as refused:
+                if oversized:
+                    return MESSAGE_TOO_BIG
+                bad += 1
+                if bad > MAX_BAD_MESSAGES:
+                    return closed_by_policy("too many invalid messages")
+                await self._send_text(refused.frame.text)
+
+    async def _answer(
+        self, message: dict[str, Any], live: Live, publishing: Publishing, following: Subscriptions
+    ) -> None:
+        kind = message["type"]
+        if kind == "ping" and len(message) == 1:
+            await self._send_text(PONG.text)
+        elif kind in ("subscribe", "unsubscribe"):
+            live.sub.change(*following.change(message))
+        else:
+            raise Refused("bad_message", f"unknown message type {kind[:40]!r}: {KNOWN}")
 
     async def end(self, reason: EndReason, notice: Control | None) -> None:
         if reason is CLIENT_CLOSED:
@@ -137,12 +202,13 @@ class WebSocketWire(Connection):
                     pass
 
 
-def _is_ping(text: str) -> bool:
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(parsed, dict) and parsed.get("type") == "ping" and len(parsed) == 1
+def _flooding(recent: deque[float]) -> bool:
+    """Count one message; whether more than ``MAX_MESSAGES_PER_S`` came in a second."""
+    now = time.monotonic()
+    recent.append(now)
+    while recent and recent[0] < now - 1:
+        recent.popleft()
+    return len(recent) > MAX_MESSAGES_PER_S
 
 
 async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:

@@ -4,9 +4,10 @@ A leaf is an event's compact JSON envelope, exactly as :meth:`Event.build`
 encodes it.  An NDJSON line *is* the leaf, so it counts as the server's own
 encoding only when rebuilding the envelope from its fields gives the same
 bytes.  A CSV row carries the fields and the leaf is rebuilt from them (an
-empty ``workflow_id`` is null, ``data`` is taken verbatim); the row counts
-when each field is in the form the server writes.  CSV quoting is not
-compared: it is not part of the leaf.
+empty ``workflow_id`` is null, ``data`` is taken verbatim, and a cell the export
+neutralised against spreadsheet formulas is read without its ``'``, see
+:mod:`app.tlog.csv_cells`); the row counts when each field is in the form the
+server writes.  CSV quoting is not compared: it is not part of the leaf.
 
 Each line becomes a :class:`Record`; judging ids, order and roots is left to
 the caller, so that an offline check of a complete export and a check of
@@ -23,8 +24,9 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from app.events import TYPE_RE, WORKFLOW_ID_RE, Event
+from app.tlog.csv_cells import HEADER as CSV_HEADER
+from app.tlog.csv_cells import restore_cell
 
-CSV_HEADER = "id,type,workflow_id,ts,data"
 TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 NOT_ENCODED = "is not the server's encoding"
 
@@ -89,7 +91,7 @@ def _csv_record(number: int, raw: bytes) -> Record:
         return Record(number, None, raw, "is not one UTF-8 CSV row")
     if len(row) != 5 or not row[0].isascii() or not row[0].isdigit():
         return Record(number, None, raw, f"is not a row of {CSV_HEADER}")
-    text_id, kind, workflow_id, ts, data = row
+    text_id, kind, workflow_id, ts, data = (restore_cell(cell) for cell in row)
     ident = int(text_id)
     try:
         if str(ident) != text_id:

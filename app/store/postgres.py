@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -49,32 +48,21 @@ from app.store.base import (
     RedeemedTicket,
     count_cutoff,
 )
-from app.store.group import AppendRequest, GroupCommitter, plan_group
+from app.store.group import AppendRequest, GroupCommitter
 from app.store.migrate import VERSION_TABLE, load_migrations, pending
+from app.store.postgres_append import Appender
 from app.store.postgres_sql import (
     AGED_OUT_SQL,
-    APPEND_SQL,
     CHANNEL,
-    EARLIER_KEYS_SQL,
     ISSUE_TICKET_SQL,
-    LOCK_HEAD_SQL,
     PURGE_SQL,
     REDEEM_TICKET_SQL,
     TRIM_SQL,
-    WRITE_SQL,
     page_query,
     page_rows,
 )
-from app.store.postgres_tree import (
-    DatabaseClock,
-    build_tree,
-    keep_signer,
-    load_frontier,
-    node_columns,
-    read_nodes,
-)
+from app.store.postgres_tree import build_tree, keep_signer, read_nodes
 from app.store.signing import opened, resolve_signer
-from app.store.tree import TreeEdge, grow
 from app.tlog import Node, SignerKey
 
 if TYPE_CHECKING:
@@ -171,13 +159,6 @@ async def apply_postgres_migrations(conn: asyncpg.Connection) -> list[int]:
     return [m.version for m in todo]
 
 
-def _row(row: asyncpg.Record | None) -> asyncpg.Record:
-    """A statement's one row (log_head always has one; its absence is a broken schema)."""
-    if row is None:
-        raise StoreUnavailable("the log_head row is missing: the database was not migrated")
-    return row
-
-
 async def _end_transaction(conn: asyncpg.Connection) -> None:
     """The writer's release: roll back only if something was left open.  asyncpg's
     default reset (UNLISTEN, RESET ALL, ...) costs a round trip on every commit, and
@@ -202,8 +183,6 @@ class PostgresStore:
         self.url = url
         self._signing = (signing_key, log_origin)
         self._signer: SignerKey | None = None
-        self._edge = TreeEdge()  # used by the group committer only
-        self._clock = DatabaseClock()
         self.where = describe_url(url)
         self._pool_size = pool_size
         self._safety_poll_s = safety_poll_s
@@ -212,7 +191,8 @@ class PostgresStore:
         self._write_pool: asyncpg.Pool | None = None
         self._closing = False
         self._watch = HeadWatch()
-        self._committer = GroupCommitter(self._commit_group, self._watch.committed)
+        self._appender = Appender(lambda: self._connection(write=True))
+        self._committer = GroupCommitter(self._appender.commit, self._watch.committed)
         self._tasks: list[asyncio.Task[None]] = []
 
     # Life cycle
@@ -317,81 +297,6 @@ class PostgresStore:
     async def append_once(self, key: str, fingerprint: str, drafts: Sequence[Draft]) -> Appended:
         self._check_open()
         return await self._committer.submit(AppendRequest(drafts, key, fingerprint))
-
-    async def _commit_group(self, requests: list[AppendRequest]) -> list[Appended | Exception]:
-        now = time.time()
-        if not any(request.key for request in requests):
-            outcomes = await self._append_group(requests, now)
-            if outcomes is not None:
-                return outcomes
-        return await self._append_locked(requests, now)
-
-    async def _append_group(
-        self, requests: list[AppendRequest], now: float
-    ) -> list[Appended | Exception] | None:
-        """One statement, one round trip, when this node appended last (it still
-        holds the frontier): None when the head moved meanwhile, writing nothing."""
-        frontier = self._edge.take()
-        if frontier is None:
-            return None
-        ts = self._clock.now(self._edge.last_ts)
-        plan = plan_group(requests, frontier.size, ts, {}, now)
-        events = plan.events
-        chunks, hashes = node_columns(grow(frontier, events))
-        sent = time.time()
-        async with self._connection(write=True) as conn:
-            clock, moved = _row(
-                await conn.fetchrow(
-                    APPEND_SQL,
-                    events[0].id - 1,
-                    ts,
-                    [e.type for e in events],
-                    [e.workflow_id for e in events],
-                    [e.data for e in events],
-                    len(events),
-                    chunks,
-                    hashes,
-                )
-            )
-        self._clock.learn(clock, sent)
-        if not moved:
-            return None
-        self._edge.keep(frontier, ts)
-        return plan.outcomes
-
-    async def _append_locked(
-        self, requests: list[AppendRequest], now: float
-    ) -> list[Appended | Exception]:
-        """One transaction holding the head lock from first to last: the ids, ts
-        and idempotency keys are read under it, then the group is written."""
-        keys = [request.key for request in requests if request.key]
-        frontier = None
-        async with self._connection(write=True) as conn, conn.transaction():
-            last_id, last_ts, clock = _row(await conn.fetchrow(LOCK_HEAD_SQL))
-            earlier: dict[str, tuple[str, str]] = {}
-            if keys:  # read after the lock: sees every key committed before us
-                rows = await conn.fetch(EARLIER_KEYS_SQL, keys, now - IDEMPOTENCY_WINDOW_S)
-                earlier = {row["key"]: (row["fingerprint"], row["receipt"]) for row in rows}
-            ts = max(clock, last_ts)  # never earlier than the previous event
-            plan = plan_group(requests, last_id, ts, earlier, now)
-            events = plan.events
-            if events:
-                frontier = self._edge.take(last_id) or await load_frontier(conn, last_id)
-                key_columns = [list(column) for column in zip(*plan.keys, strict=True)]
-                await conn.execute(
-                    WRITE_SQL,
-                    [e.id for e in events],
-                    [e.type for e in events],
-                    [e.workflow_id for e in events],
-                    [e.data for e in events],
-                    ts,
-                    *(key_columns or [[], [], [], []]),  # key, fingerprint, receipt, created_at
-                    events[-1].id,
-                    *node_columns(grow(frontier, events)),
-                )
-        if frontier is not None:
-            self._edge.keep(frontier, ts)
-        return plan.outcomes
 
     # "The log advanced": LISTEN plus a safety poll, reconnecting with backoff
 

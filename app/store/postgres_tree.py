@@ -1,18 +1,14 @@
-"""The Merkle tree on PostgreSQL: node reads, the migration step, the signing
-key, and this node's estimate of the database's clock (for one-statement
-appends, see ``APPEND_SQL`` in :mod:`app.store.postgres_sql`)."""
+"""The Merkle tree on PostgreSQL: node reads, the migration step that builds
+the tree of an existing log, and the signing key kept in the database."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
 
 from app.errors import StoreUnavailable
-from app.events import utc_timestamp
 from app.store.base import COLUMNS
 from app.store.postgres_sql import BUILD_TREE_SQL, KEEP_SIGNER_SQL, READ_NODES_SQL
 from app.store.tree import BUILD_PAGE, NodeRows, TreeBuild, chunks_of, pick
@@ -63,24 +59,3 @@ async def keep_signer(conn: Connection, make: Callable[[], str]) -> str:
     if kept is None:
         raise StoreUnavailable("the log_signer row vanished while it was being kept")
     return kept
-
-
-class DatabaseClock:
-    """This node's estimate of the database's clock, learnt from each append's
-    answer, so that the ts it proposes is the database's time to within the
-    round trip, even on a machine whose own clock is off."""
-
-    __slots__ = ("_offset",)
-
-    def __init__(self) -> None:
-        self._offset = 0.0
-
-    def now(self, not_before: str) -> str:
-        """A ts for an append now: the database's time, never before ``not_before``."""
-        moment = datetime.fromtimestamp(time.time() + self._offset, UTC)
-        return max(utc_timestamp(moment), not_before)
-
-    def learn(self, database_time: float, sent: float) -> None:
-        """The database read ``database_time`` (Unix) during a statement sent at
-        ``sent`` (this machine's Unix time) and answered now."""
-        self._offset = database_time - (sent + time.time()) / 2

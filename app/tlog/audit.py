@@ -61,7 +61,7 @@ def verify_records(records: Iterable[Record], checkpoint: Checkpoint) -> tuple[i
     repeated: list[int] = []
     out_of_order: list[int] = []
     beyond: list[int] = []
-    badly_encoded = _BadLines()
+    badly_encoded = BadLines()
     for record in records:
         count += 1
         if record.problem is not None:
@@ -119,7 +119,7 @@ def _unseen_runs(seen: bytearray) -> list[tuple[int, int]]:
     return runs
 
 
-class _BadLines:
+class BadLines:
     """Lines that are not the server's encoding: the first ones with their
     reasons, the rest only as numbers (a wholly re-encoded export is large)."""
 

@@ -15,6 +15,7 @@ from quart_schema import Info, QuartSchema
 from app import __version__
 from app.config import MAX_BODY_BYTES, Settings, from_env
 from app.http import register_http
+from app.http.stream_docs import StreamDocs
 from app.runtime import RUNTIME_KEY, Runtime
 from app.streams.router import StreamRouter
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         openapi_path="/openapi.json",
         swagger_ui_path=None,  # app.http.api_docs serves /docs from local files
         redoc_ui_path=None,
+        openapi_provider_class=StreamDocs,  # adds /sse and /ws, which Quart never routes
     )
     register_http(app, settings)
 

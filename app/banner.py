@@ -17,7 +17,7 @@ def base_url(settings: Settings, port: int | None = None) -> str:
     """The URL a browser on this machine uses: loopback when listening everywhere."""
     host = "127.0.0.1" if settings.host in ANY_ADDRESS else settings.host
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.port if port is None else port}"
+    return f"{settings.scheme}://{host}:{settings.port if port is None else port}"
 
 
 def _store(settings: Settings) -> str:

@@ -42,6 +42,8 @@ FLAG_SETTINGS = {
     "demo_rate": "LIVEFEED_DEMO_RATE",
     "log_format": "LIVEFEED_LOG_FORMAT",
     "retention": "LIVEFEED_RETENTION",
+    "certfile": "LIVEFEED_TLS_CERT",
+    "keyfile": "LIVEFEED_TLS_KEY",
 }
 
 
@@ -79,13 +81,14 @@ def _check_store(settings: Settings, source: Source) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.banner import start_line
-    from app.preflight import check_port, listening
+    from app.preflight import check_port, check_tls, listening
     from app.server import run
     from app.supervisor import Supervisor
 
     settings, source = _settings(args)
     configure_logging(settings.log_format)
     if not args.as_worker:
+        check_tls(settings, source)
         check_port(settings, source)
         _check_store(settings, source)  # migrations run once, before any worker starts
     if settings.workers > 1 and not args.as_worker:
@@ -300,6 +303,14 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
         help="text, or one JSON object per line (LIVEFEED_LOG_FORMAT, default text)",
     )
     _retention_flag(parser)
+    parser.add_argument(
+        "--certfile",
+        help="PEM certificate chain: with --keyfile, serve HTTPS, WSS and HTTP/2 on the port "
+        "(LIVEFEED_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--keyfile", help="PEM private key of --certfile, unencrypted (LIVEFEED_TLS_KEY)"
+    )
 
 
 def _client_flags(parser: argparse.ArgumentParser) -> None:

@@ -74,6 +74,14 @@ class Retention:
 
 
 @dataclass(frozen=True, slots=True)
+class Tls:
+    """The certificate chain and private key files (PEM) the server presents."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service can be told; immutable once built."""
 
@@ -103,6 +111,7 @@ class Settings:
     auth_failure_rate: str = "30/minute"
     demo_rate: float = 0.0
     log_format: str = "text"
+    tls: Tls | None = None  # HTTPS, WSS and HTTP/2 (ALPN) on the one port, without a proxy
     # The verifiable log's key (a C2SP signer key) and origin; checked when the store
     # opens (app/store/signing.py), which keeps a generated key when none is given.
     signing_key: str | None = dataclasses.field(default=None, repr=False)
@@ -114,6 +123,11 @@ class Settings:
         if self.allowed_hosts:
             return self.allowed_hosts
         return tuple(dict.fromkeys((self.host.lower(), "localhost", "127.0.0.1", "[::1]")))
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server holds a certificate, else ``http``."""
+        return "https" if self.tls else "http"
 
     @property
     def reading_protected(self) -> bool:
@@ -270,6 +284,22 @@ def _token_secret(raw: str | None) -> str | None:
     return raw
 
 
+def _tls(source: Source) -> Tls | None:
+    """Both files or neither: a certificate without its key (or the reverse) would
+    serve plain HTTP while the operator believes it is HTTPS."""
+    cert, key = source.get("LIVEFEED_TLS_CERT"), source.get("LIVEFEED_TLS_KEY")
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        given, missing = ("LIVEFEED_TLS_CERT", "LIVEFEED_TLS_KEY")[:: 1 if cert else -1]
+        raise ConfigError(
+            f"{source.name(given)} is set but {missing} is not: give the certificate chain and "
+            "its private key together (--certfile and --keyfile, or LIVEFEED_TLS_CERT and "
+            "LIVEFEED_TLS_KEY), both PEM files, or neither for plain HTTP"
+        )
+    return Tls(cert, key)
+
+
 def _read_credential(env: Mapping[str, str]) -> str | None:
     """The setting that makes reading need a credential, if one is set."""
     for name in ("LIVEFEED_READ_TOKEN", "LIVEFEED_TOKEN_SECRET"):
@@ -343,6 +373,7 @@ def from_env(env: Mapping[str, str], flags: Mapping[str, str] | None = None) -> 
         auth_failure_rate=_rate(source, "LIVEFEED_AUTH_FAILURE_RATE", "30/minute"),
         demo_rate=_number(source, "LIVEFEED_DEMO_RATE", 0.0, 0, 10_000),
         log_format=log_format,
+        tls=_tls(source),
         signing_key=env.get("LIVEFEED_SIGNING_KEY") or None,
         log_origin=env.get("LIVEFEED_LOG_ORIGIN") or None,
     )

@@ -5,7 +5,9 @@ unwritable directory, an unreachable PostgreSQL, a missing database or role
 then stop the command with a :class:`CommandError` naming the setting (or the
 flag that set it) and the fix, before any worker starts.  ``serve`` also
 tries the port before it opens anything, so that a port in use does not
-surface as ``OSError`` from deep inside Hypercorn after the store started.
+surface as ``OSError`` from deep inside Hypercorn after the store started,
+and loads the TLS certificate and key, which Hypercorn would only read once
+the app had started (and then fail with a traceback).
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from app.cli_errors import CommandError
 from app.config import Settings, Source
@@ -80,6 +86,51 @@ def check_port(settings: Settings, source: Source) -> None:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((settings.host, settings.port))
+
+
+def _pem(name: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(
+            f"{name}: cannot read {os.path.abspath(path)} ({exc.strerror}); give the path "
+            "of a readable PEM file"
+        ) from exc
+
+
+def check_tls(settings: Settings, source: Source) -> None:
+    """The certificate and key load, and belong together; each failure names the
+    setting (or flag) that holds the bad file."""
+    if settings.tls is None:
+        return
+    cert, key = settings.tls.cert, settings.tls.key
+    cert_name, key_name = source.name("LIVEFEED_TLS_CERT"), source.name("LIVEFEED_TLS_KEY")
+    try:
+        x509.load_pem_x509_certificates(_pem(cert_name, cert))
+    except ValueError as exc:
+        raise CommandError(
+            f"{cert_name}: {os.path.abspath(cert)} holds no PEM certificate "
+            "(-----BEGIN CERTIFICATE-----); give the server's certificate chain"
+        ) from exc
+    try:
+        load_pem_private_key(_pem(key_name, key), password=None)
+    except TypeError as exc:  # a passphrase would have to be typed at every start
+        raise CommandError(
+            f"{key_name}: the key in {os.path.abspath(key)} is encrypted; give an unencrypted "
+            "copy readable only by the server (openssl pkey -in KEY -out PLAIN.pem)"
+        ) from exc
+    except ValueError as exc:
+        raise CommandError(
+            f"{key_name}: {os.path.abspath(key)} holds no PEM private key "
+            "(-----BEGIN PRIVATE KEY-----); give the certificate's private key"
+        ) from exc
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise CommandError(
+            f"{key_name}: {os.path.abspath(key)} is not the private key of the certificate "
+            f"in {cert_name} ({os.path.abspath(cert)}); give the matching pair"
+        ) from exc
 
 
 def _sqlite_file(url: str) -> Path:

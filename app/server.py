@@ -21,11 +21,13 @@ from app.application import create_app
 from app.banner import start_line
 from app.config import Settings
 from app.hypercorn_fixes import install as install_hypercorn_fixes
+from app.hypercorn_fixes.tcp import LivefeedConfig
 from app.runtime import RUNTIME_KEY, Runtime
 
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT_S = 10.0
+SEND_TIMEOUT_MARGIN_S = 2.0
 KEEP_ALIVE_TIMEOUT_S = 5.0
 BACKLOG = 2048
 MAX_CLIENT_FRAME_BYTES = 1024 * 1024  # a publish; other messages: 64 KiB (streams/ws.py)
@@ -45,21 +47,23 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def bound_url(sock: socket.socket) -> str:
+def bound_url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def announce(sock: socket.socket) -> None:
+def announce(sock: socket.socket, scheme: str = "http") -> None:
     """One line on stdout (logs go to stderr) saying where we listen: how a caller
-    that asked for ``--port 0`` learns the port."""
-    print(f"listening on {bound_url(sock)}", flush=True)
+    that asked for ``--port 0`` learns the port (and, with TLS, to speak https)."""
+    print(f"listening on {bound_url(sock, scheme)}", flush=True)
 
 
 def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> Config:
     """Hypercorn's settings; with ``sock`` it serves that socket, which it owns from
     here on (detached, so it is closed once, by Hypercorn)."""
-    config = Config()
+    config = LivefeedConfig()
+    # past our own write timeout (which says goodbye first), Hypercorn's last writes
+    config.send_timeout_s = settings.write_timeout_s + SEND_TIMEOUT_MARGIN_S
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"fd://{sock.detach()}"] if sock else [f"{host}:{settings.port}"]
     config.backlog = BACKLOG  # the default 100 drops a dashboard fleet reconnecting at once
@@ -69,6 +73,15 @@ def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> C
     config.read_timeout = None  # a read timeout would cut quiet streams
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handlers
+    if settings.tls is not None:
+        # One port serves HTTPS and WSS; ALPN offers h2 first, so browsers multiplex
+        # every SSE stream of a page over one connection (HTTP/1.1 allows 6 per host).
+        config.certfile = settings.tls.cert
+        config.keyfile = settings.tls.key
+        config.alpn_protocols = ["h2", "http/1.1"]
+        # A silent connection goes after keep-alive whether or not it finished TLS
+        # (Hypercorn's default waits 60 s for a handshake that never comes).
+        config.ssl_handshake_timeout = KEEP_ALIVE_TIMEOUT_S
     return config
 
 
@@ -87,12 +100,12 @@ async def _until_signalled(app_extensions: dict[str, object]) -> None:
 
 async def serve_forever(settings: Settings, sock: socket.socket | None = None) -> None:
     """Serve ``sock`` (a worker's, inherited), or a socket bound and announced here."""
-    install_hypercorn_fixes()  # JSON bodies for Hypercorn's own errors; h2c idle timer
+    install_hypercorn_fixes()  # JSON errors, no h2c upgrade, no WebSocket compression
     app = create_app(settings)
     worker = sock is not None
     if sock is None:
         sock = listening_socket(settings)
-        announce(sock)
+        announce(sock, settings.scheme)
     log.info("%s", start_line(settings, worker=worker, port=sock.getsockname()[1]))
     await serve(
         app,

@@ -62,9 +62,10 @@ class Supervisor:
                 process.send_signal(signum)
 
     def run(self) -> int:
-        self._socket = listening_socket(from_env(self._env))
+        settings = from_env(self._env)
+        self._socket = listening_socket(settings)
         with self._socket:
-            announce(self._socket)
+            announce(self._socket, settings.scheme)
             return self._supervise()
 
     def _supervise(self) -> int:

@@ -2,9 +2,10 @@
 
 The server is started with ``--port 0`` and announces the port it bound on
 stdout (``listening on http://127.0.0.1:PORT``, as ``run.py serve`` and the
-benchmark baseline both do), so there is no moment between picking a port and
-binding it in which another process could take it.  A restart reuses the port
-learned at the first start: clients that reconnect expect the same address.
+benchmark baseline both do; ``https://`` when it serves TLS), so there is no
+moment between picking a port and binding it in which another process could
+take it.  A restart reuses the port learned at the first start: clients that
+reconnect expect the same address.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,10 +26,13 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 RUN_PY = ROOT / "run.py"
 HOST = "127.0.0.1"
-LISTENING = re.compile(rb"^listening on http://\S+:(\d+)$", re.MULTILINE)
+LISTENING = re.compile(rb"^listening on (https?)://\S+:(\d+)$", re.MULTILINE)
 POLL_S = 0.02
 
 T = TypeVar("T")
+_UNVERIFIED = ssl.create_default_context()
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
 
 
 class ServerFailed(RuntimeError):
@@ -62,6 +67,7 @@ class ServerProcess:
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
+        self.scheme = "http"  # "https" once the server announced it serves TLS
 
     @property
     def port(self) -> int:
@@ -71,11 +77,11 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.port}"
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://{HOST}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -101,14 +107,20 @@ class ServerProcess:
         if self._port not in (None, announced):
             raise ServerFailed(f"restarted on port {announced}, not {self._port}:\n{self.log()}")
         self._port = announced
-        self._until(deadline, "become ready", lambda: http_status(announced, "/readyz") == 200)
+        tls = self.scheme == "https"
+        self._until(
+            deadline, "become ready", lambda: http_status(announced, "/readyz", tls=tls) == 200
+        )
         return self
 
     def _announced(self, offset: int) -> int | None:
         with open(self.log_path, "rb") as log:
             log.seek(offset)
             found = LISTENING.search(log.read())
-        return int(found.group(1)) if found else None
+        if not found:
+            return None
+        self.scheme = found.group(1).decode()
+        return int(found.group(2))
 
     def _until(self, deadline: float, what: str, check: Callable[[], T | None]) -> T:
         assert self.process is not None
@@ -148,13 +160,17 @@ class ServerProcess:
         return "\n".join(self.log().splitlines()[-lines:])
 
 
-def http_status(port: int, path: str) -> int | None:
-    """A tiny blocking GET for readiness checks (no client library at start-up)."""
+def http_status(port: int, path: str, *, tls: bool = False) -> int | None:
+    """A tiny blocking GET for readiness checks (no client library at start-up); with
+    ``tls`` over HTTPS, trusting any certificate (it only asks whether the server is up)."""
     try:
-        with socket.create_connection((HOST, port), timeout=1) as sock:
+        with (
+            socket.create_connection((HOST, port), timeout=1) as raw,
+            _UNVERIFIED.wrap_socket(raw) if tls else contextlib.nullcontext(raw) as sock,
+        ):
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
             head = sock.recv(64)
-    except OSError:
+    except OSError:  # ssl.SSLError is one
         return None
     parts = head.split(b" ", 2)
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None

@@ -28,20 +28,35 @@ fi
 # downloads are not used); the multi-node test runs Debian's nginx in front of
 # two servers; one fault test steps a running server's wall clock back with
 # libfaketime (package faketime); the browser client's unit tests run on Node.js
-# (package nodejs, 18 or newer).  Installed here when we can; otherwise those tests skip on a
-# developer machine, and fail in CI.  PostgreSQL tests use the server on
-# 127.0.0.1:5432 (or LIVEFEED_TEST_POSTGRES_URL).
+# (package nodejs, 18 or newer), and the dashboard's Lighthouse test on npm's
+# lighthouse (below; package npm brings npm).  Installed here when we can;
+# otherwise those tests skip on a developer machine, and fail in CI.
+# PostgreSQL tests use the server on 127.0.0.1:5432 (or LIVEFEED_TEST_POSTGRES_URL).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-liberation)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
         echo "note: missing ${missing[*]}; install them to run the browser and proxy tests" >&2
+    fi
+fi
+
+# Lighthouse, pinned, into build/lighthouse (git ignores build/), once: it drives
+# the Chromium above (CHROME_PATH) and downloads no browser of its own.
+LIGHTHOUSE_VERSION=12.8.2
+lighthouse_pkg=build/lighthouse/node_modules/lighthouse/package.json
+if ! grep -qs "\"version\": \"$LIGHTHOUSE_VERSION\"" "$lighthouse_pkg"; then
+    if command -v npm >/dev/null; then
+        npm install --no-save --no-audit --no-fund --loglevel=error --prefix build/lighthouse \
+            "lighthouse@$LIGHTHOUSE_VERSION" >/dev/null
+    else
+        echo "note: npm is missing; the dashboard's Lighthouse test will not run" >&2
     fi
 fi
 

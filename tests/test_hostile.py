@@ -314,7 +314,7 @@ async def test_slowloris_head_and_silent_connection_are_closed_after_keep_alive(
 
 async def test_silent_h2c_connection_is_closed_after_keep_alive(loop_server):
     """FAULTS 9: a connection that sends only the HTTP/2 preface is a silent connection too
-    (Hypercorn stopped its idle timer at the preface; app/hypercorn_fixes.py re-arms it)."""
+    (Hypercorn stopped its idle timer at the preface; app/hypercorn_fixes re-arms it)."""
     async with RawSocket.open(loop_server) as raw:
         await raw.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         quiet = await raw.seconds_until_closed(KEEP_ALIVE_S + 3)
@@ -385,7 +385,7 @@ async def test_trickled_post_body_gets_408_json_and_writes_nothing(server):
 
 async def test_70_kb_header_gets_431_and_a_trickled_20_kib_header_is_cut_off(server):
     """FAULTS 8: 70 KB of header gets 431 with a JSON body (Hypercorn's own answer, given a
-    body by app/hypercorn_fixes.py); 20 KiB trickled in 1 KiB pieces is cut off too (with
+    body by app/hypercorn_fixes); 20 KiB trickled in 1 KiB pieces is cut off too (with
     that 431 or a close); others unaffected."""
 
     async def big() -> tuple[int, dict[str, str], bytes]:

@@ -1,6 +1,7 @@
-"""app/hypercorn_fixes.py in process: it installs only onto the Hypercorn it was checked
+"""app/hypercorn_fixes in process: it installs only onto the Hypercorn it was checked
 against, falls back to Hypercorn's own answer, and never echoes the client's bytes.  The
-behaviour on real sockets is in tests/test_hostile.py."""
+behaviour on real sockets is in tests/test_hostile.py, tests/test_ws_protocol.py and
+tests/test_h2c.py."""
 
 from __future__ import annotations
 
@@ -8,46 +9,88 @@ from typing import Any
 
 import h11
 import hypercorn.protocol
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+import hypercorn.protocol.ws_stream
 import orjson
 import pytest
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import Handshake, WSStream
+from wsproto.connection import Connection
 
-from app import hypercorn_fixes
-from app.hypercorn_fixes import LivefeedH11Protocol, describe, install
+from app.hypercorn_fixes import http1, install
+from app.hypercorn_fixes.extensions import offer_problem
+from app.hypercorn_fixes.frames import FrameLimitedConnection
+from app.hypercorn_fixes.http1 import LivefeedH11Protocol, describe
+from app.hypercorn_fixes.http2 import LivefeedH2Protocol
+from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 
 @pytest.fixture(autouse=True)
 def hypercorn_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts from Hypercorn's own class and leaves it as it was."""
+    """Each test starts from Hypercorn's own classes and leaves them as they were."""
     monkeypatch.setattr(hypercorn.protocol, "H11Protocol", H11Protocol)
+    monkeypatch.setattr(hypercorn.protocol, "H2Protocol", H2Protocol)
+    monkeypatch.setattr(hypercorn.protocol.h11, "WSStream", WSStream)
+    monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", WSStream)
+    monkeypatch.setattr(hypercorn.protocol.ws_stream, "Connection", Connection)
 
 
-def test_install_rebinds_the_one_name_and_is_idempotent() -> None:
+def test_install_rebinds_the_five_names_and_is_idempotent() -> None:
+    """Both protocols, the WebSocket stream of both HTTP versions and its wsproto
+    connection, once."""
     assert install() and install()
     assert hypercorn.protocol.H11Protocol is LivefeedH11Protocol
+    assert hypercorn.protocol.H2Protocol is LivefeedH2Protocol
+    assert hypercorn.protocol.h11.WSStream is LivefeedWSStream
+    assert hypercorn.protocol.h2.WSStream is LivefeedWSStream
+    assert hypercorn.protocol.ws_stream.Connection is FrameLimitedConnection
 
 
 async def _changed_signature(self: H11Protocol, status_code: int, reason: str) -> None:
     """A stand-in for a future Hypercorn whose private method changed."""
 
 
-@pytest.mark.parametrize("change", ["method removed", "signature changed", "name rebound"])
+def _accept_without_extensions(self: Handshake, *args: object) -> None:
+    """A stand-in for a future handshake that negotiates without ``self.extensions``."""
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "method removed",
+        "signature changed",
+        "name rebound",
+        "websocket method removed",
+        "handshake negotiates elsewhere",
+        "h2 stream rebound",
+    ],
+)
 def test_install_leaves_a_changed_hypercorn_alone(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, change: str
 ) -> None:
+    """Any assumption that no longer holds: nothing is installed, and the log says so."""
     if change == "method removed":
         monkeypatch.delattr(H11Protocol, "_send_error_response")
     elif change == "signature changed":
         monkeypatch.setattr(H11Protocol, "_send_error_response", _changed_signature)
-    else:
+    elif change == "name rebound":
         monkeypatch.setattr(hypercorn.protocol, "H11Protocol", type("Other", (H11Protocol,), {}))
-    before = hypercorn.protocol.H11Protocol
+    elif change == "websocket method removed":
+        monkeypatch.delattr(WSStream, "_accept")
+    elif change == "handshake negotiates elsewhere":
+        monkeypatch.setattr(Handshake, "accept", _accept_without_extensions)
+    else:
+        monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", type("Other", (WSStream,), {}))
+    before = (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream)
     assert not install()
-    assert hypercorn.protocol.H11Protocol is before
-    assert "stay" in caplog.text
+    assert (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream) == before
+    assert hypercorn.protocol.h11.WSStream is WSStream
+    assert "stays, unprotected" in caplog.text and "compression" in caplog.text
 
 
 def protocol(sent: list[Event]) -> LivefeedH11Protocol:
@@ -91,7 +134,7 @@ async def test_a_body_that_cannot_be_built_falls_back_to_hypercorns_answer(
     def broken(*args: object) -> tuple[str, str]:
         raise RuntimeError("simulated")
 
-    monkeypatch.setattr(hypercorn_fixes, "describe", broken)
+    monkeypatch.setattr(http1, "describe", broken)
     sent: list[Event] = []
     await protocol(sent).handle(RawData(b"\xff\xfe GET /\r\n\r\n"))
     assert written(sent).startswith(b"HTTP/1.1 400 ")
@@ -107,3 +150,32 @@ def test_details_say_what_was_wrong_and_the_limit() -> None:
     code, detail = describe(400, config, h11.RemoteProtocolError("x: b'\\x00 <b>'"))
     assert code == "bad_request" and "<b>" not in detail and "(" not in detail.split(":")[0]
     assert describe(501, config, None)[0] == "not_implemented"
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        b"permessage-deflate; client_max_window_bits=<script>",
+        b"permessage-deflate; <script>=1",
+        b"<script>",
+        b'x; a="<b>"',
+        b"permessage-deflate; server_max_window_bits=7",
+        b"permessage-deflate; server_max_window_bits=\"1\\6\"",
+    ],
+)
+def test_a_refused_offer_is_explained_without_the_clients_bytes(offer: bytes) -> None:
+    """The sentence names the rule that was broken, never what the client sent."""
+    problem = offer_problem([b"permessage-deflate", offer])
+    assert problem is not None and "<" not in problem and "7" not in problem
+
+
+def test_offers_browsers_and_libraries_send_are_not_refused() -> None:
+    """Chromium, Firefox, Python websockets, Node ws, and quoted or repeated offers."""
+    assert offer_problem([]) is None
+    assert offer_problem([b"permessage-deflate; client_max_window_bits"]) is None
+    assert offer_problem([b"permessage-deflate"]) is None
+    assert offer_problem([b"permessage-deflate; client_max_window_bits=15"]) is None
+    assert offer_problem([b'permessage-deflate; server_max_window_bits="1\\0"']) is None
+    repeated = b"permessage-deflate, permessage-deflate;server_no_context_takeover"
+    assert offer_problem([repeated]) is None
+    assert offer_problem([b"x-webkit-deflate-frame", b", foo ;bar=baz"]) is None

@@ -3,57 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support import (
-    ROOT,
-    ServerProcess,
-    fresh_postgres_url,
-    listening_socket,
-    skip_or_fail,
-)
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def nginx_config(workdir: Path, listen: int, nodes: list[int]) -> Path:
-    """deploy/nginx-livefeed.conf with this test's ports, inside a minimal main config."""
-    site = (ROOT / "deploy" / "nginx-livefeed.conf").read_text()
-    upstreams = "".join(
-        f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;\n" for port in nodes
-    )
-    lines = [
-        line
-        for line in site.splitlines(keepends=True)
-        if not line.strip().startswith("server 127.0.0.1:")
-    ]
-    site = "".join(lines).replace("    keepalive 64;", upstreams + "    keepalive 64;")
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{listen};")
-    (workdir / "livefeed.conf").write_text(site)
-    main = workdir / "nginx.conf"
-    main.write_text(
-        f"pid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {workdir}/body;\n"
-        f"  proxy_temp_path {workdir}/proxy;\n  include {workdir}/livefeed.conf;\n}}\n"
-    )
-    return main
+from tests.nginx_proxy import shipped_nginx
+from tests.support import ServerProcess, fresh_postgres_url
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
-    if not os.path.exists(NGINX):
-        skip_or_fail("nginx is not installed; scripts/test.sh installs it")
     url = fresh_postgres_url()
     nodes = []
     for name in ("a", "b"):
@@ -63,36 +26,10 @@ def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]
                 tmp_path / name, {"LIVEFEED_TRUST_PROXY": "127.0.0.1"}, database_url=url
             ).start()
         )
-    # nginx takes over a socket it inherits (named in $NGINX) instead of binding its
-    # own, so the port is ours from the start; its listen line names that address.
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    proxy = subprocess.Popen(
-        [
-            NGINX,
-            "-c",
-            str(nginx_config(tmp_path, port, [n.port for n in nodes])),
-            "-g",
-            "daemon off;",
-        ],
-        env={**os.environ, "NGINX": f"{sock.fileno()};"},
-        pass_fds=[sock.fileno()],
-        stderr=subprocess.PIPE,
-    )
-    sock.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
     try:
-        yield nodes[0], nodes[1], f"127.0.0.1:{port}"
+        with shipped_nginx(tmp_path, [n.port for n in nodes]) as port:
+            yield nodes[0], nodes[1], f"127.0.0.1:{port}"
     finally:
-        proxy.terminate()
-        proxy.wait(10)
-        proxy.stderr.close()
         for node in nodes:
             node.kill()
 

@@ -87,7 +87,7 @@ def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        if status == 404 and request.path.startswith(("/ws/", "/sse/")):
+        if status == 404 and (request.path == "/ws" or request.path.startswith(("/ws/", "/sse/"))):
             return _error_response(stream_path_error(request.path))
         detail = error.description or HTTP_CODES.get(status, "error")
         api_error = ApiError(status, HTTP_CODES.get(status, "error"), detail)

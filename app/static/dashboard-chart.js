@@ -1,10 +1,10 @@
 /**
  * dashboard-chart.js — the dashboard's events-per-minute bar chart (SVG).
  *
- * Events are counted by the minute of their own timestamp; the chart is
- * redrawn at most twice a second however fast they come, and the "now" rate
- * blends the current minute with the part of the previous one still inside
- * the last 60 s.
+ * It draws counts by the minute of the events' own timestamps (kept by
+ * dashboard-tally.js); it is redrawn at most twice a second however fast
+ * they come, and the "now" rate blends the current minute with the part of
+ * the previous one still inside the last 60 s.
  */
 
 export const CHART_MINUTES = 30;
@@ -12,22 +12,15 @@ const SVG = 'http://www.w3.org/2000/svg';
 const MIN_REDRAW_MS = 500;
 
 export class MinuteChart {
-  /** `svg`: the (empty) chart element; `rate`: where the per-minute rate is written. */
-  constructor(svg, rate) {
-    this.minutes = new Map(); // minute number -> count (by event ts)
+  /** `svg`: the (empty) chart element; `rate`: where the per-minute rate is written; `minutes()`: minute -> count. */
+  constructor(svg, rate, minutes) {
+    this._minutes = minutes;
     this._svg = svg;
     this._rate = rate;
     this._bars = [];
     this._last = 0;
     this._timer = 0;
     this._build();
-  }
-
-  /** Count an event stamped `ms` (ignored when older than the chart). */
-  count(ms) {
-    if (!Number.isFinite(ms)) return;
-    const minute = Math.floor(ms / 60000);
-    if (minute > Math.floor(Date.now() / 60000) - CHART_MINUTES) this.minutes.set(minute, (this.minutes.get(minute) || 0) + 1);
   }
 
   _build() {
@@ -71,9 +64,9 @@ export class MinuteChart {
     this._timer = 0;
     this._last = t;
     const current = Math.floor(t / 60000);
-    for (const minute of this.minutes.keys()) if (minute <= current - CHART_MINUTES) this.minutes.delete(minute);
+    const minutes = this._minutes();
     const values = [];
-    for (let i = CHART_MINUTES - 1; i >= 0; i--) values.push(this.minutes.get(current - i) || 0);
+    for (let i = CHART_MINUTES - 1; i >= 0; i--) values.push(minutes.get(current - i) || 0);
     const max = Math.max(1, ...values);
     values.forEach((v, i) => {
       const h = v ? Math.max(1, Math.round((v / max) * 66)) : 0;

@@ -1,14 +1,22 @@
 /**
  * dashboard.js — the Live Activity Feed page. All connection logic lives in
  * livefeed-client.js; this file only renders what the client reports (rows
- * and counters in dashboard-rows.js, the chart in dashboard-chart.js).
+ * and counters in dashboard-rows.js, their counts in dashboard-tally.js, the
+ * chart in dashboard-chart.js, the boxes that new items do not push around
+ * in dashboard-feedbox.js, the watched workflows in dashboard-watch.js).
  *
  * Rendering rules: event data is only ever put in the DOM with textContent
  * (never innerHTML); rows are added once per animation frame in a batch; the
  * feed keeps at most MAX_ROWS rows and the page at most MAX_KEPT events.
  */
-import { MinuteChart } from './dashboard-chart.js';
+import { CHART_MINUTES, MinuteChart } from './dashboard-chart.js';
+import { FeedBox } from './dashboard-feedbox.js';
+import { Notices } from './dashboard-notices.js';
 import { KNOWN_TYPES, counterItem, el, envelopeOf, makeRow, relativeTime, typeName } from './dashboard-rows.js';
+import { StatusBadge } from './dashboard-status.js';
+import { Tally } from './dashboard-tally.js';
+import { WatchList, selectionFromUrl } from './dashboard-watch.js';
+import { channelList, covers, followsAll } from './livefeed-channels.js';
 import { LivefeedClient } from './livefeed-client.js';
 
 const MAX_ROWS = 500;
@@ -16,8 +24,6 @@ const MAX_KEPT = 1000;
 const LOG_LINES = 150;
 const MAX_SEARCH_TEXT = 8192;
 const TOKEN_KEY = 'livefeed:read-token';
-
-const BADGE = { websocket: 'Live · WebSocket', sse: 'Live · SSE (fallback)', poll: 'Live · polling' };
 
 const $ = (id) => document.getElementById(id);
 
@@ -30,29 +36,35 @@ const tabStore = {
 /* ---------------- state ---------------- */
 
 const params = new URLSearchParams(location.search);
+const selection = selectionFromUrl();
 const state = {
+  channels: selection.channels, // the workflows watched (['validation_updates']: every event)
+  loaded: new Set(selection.channels), // channels whose earlier events are on the page (or never asked for)
   kept: [],            // {env, text} in id order, at most MAX_KEPT
   pending: [],         // arrived since the last frame
   paused: false,
   pausedAt: null,      // newest id shown when paused
   heldCount: 0,        // events that arrived while paused
-  counts: new Map(),
-  total: 0,
+  tally: new Tally({ windowMinutes: CHART_MINUTES }),
   workflows: new Map(),
   filter: { wf: '', type: '', q: '' },
-  status: null,
   askedToken: false,
 };
 
 const client = new LivefeedClient({
-  channel: params.get('channel') || 'validation_updates',
+  channels: selection.channels,
   tail: 100,
   keep: MAX_ROWS,
   token: tabStore.get(TOKEN_KEY) || null,
   baseUrl: location.origin + (document.querySelector('meta[name="livefeed-base-path"]')?.content || ''),
   ...(params.get('transports') ? { transports: params.get('transports').split(',') } : {}),
 });
+const notices = new Notices($('notices'));
+const notice = (text, options) => notices.show(text, options);
 let chart = null; // built by wire()
+let feedBox = null;
+let logBox = null;
+let watchList = null;
 globalThis.livefeedDashboard = { client, state };
 
 /* ---------------- intake and batched rendering ---------------- */
@@ -76,12 +88,11 @@ function matches(rec) {
 }
 
 function intake(env, source) {
+  if (!covers(state.channels, env)) return; // a workflow just removed, before the server heard
   const rec = { env, text: null };
   state.kept.push(rec);
   if (state.kept.length > MAX_KEPT + 100) state.kept.splice(0, state.kept.length - MAX_KEPT);
-  state.total++;
-  if (state.counts.has(env.type) || state.counts.size < 500) state.counts.set(env.type, (state.counts.get(env.type) || 0) + 1);
-  chart.count(Date.parse(env.ts));
+  state.tally.add(env);
   if (env.workflow_id) noteWorkflow(env.workflow_id);
   if (state.paused && source !== 'restore') state.heldCount++;
   state.pending.push(rec);
@@ -112,13 +123,10 @@ function flush() {
 
 function prependRows(recs) {
   if (!recs.length) return;
-  const feed = $('feed');
-  const fragment = document.createDocumentFragment();
-  const start = Math.max(0, recs.length - MAX_ROWS);
-  for (let i = recs.length - 1; i >= start; i--) fragment.append(makeRow(recs[i].env));
-  if (recs.length >= MAX_ROWS) feed.replaceChildren(fragment);
-  else feed.prepend(fragment);
-  while (feed.childElementCount > MAX_ROWS) feed.lastElementChild.remove();
+  const rows = [];
+  for (let i = recs.length - 1; i >= Math.max(0, recs.length - MAX_ROWS); i--) rows.push(makeRow(recs[i].env));
+  if (recs.length >= MAX_ROWS) feedBox.replace(rows);
+  else feedBox.prepend(rows);
   renderFeedNote();
 }
 
@@ -129,12 +137,12 @@ function renderAll() {
     const rec = state.kept[i];
     if (rec.env.id <= limit && matches(rec)) shown.push(rec);
   }
-  $('feed').replaceChildren(...shown.map((rec) => makeRow(rec.env)));
+  feedBox.replace(shown.map((rec) => makeRow(rec.env)));
   renderFeedNote();
 }
 
 function renderFeedNote() {
-  const rows = $('feed').childElementCount;
+  const rows = feedBox.count;
   const filtering = state.filter.wf || state.filter.type || state.filter.q;
   $('feed-empty').hidden = rows > 0;
   $('feed-empty').textContent = filtering ? 'No events match the filters.' : 'Waiting for events…';
@@ -152,22 +160,21 @@ function pickType(type) {
 
 const counterNodes = new Map();
 function renderCounters() {
-  const list = $('counters');
-  for (const [type, count] of state.counts) {
-    let node = counterNodes.get(type);
-    if (!node) {
-      if (counterNodes.size >= 100) continue; // open-ended types: bounded UI
-      node = counterItem(type, pickType);
-      counterNodes.set(type, node);
-      list.append(node);
-      addTypeOption(type);
-    }
-    if (node.dataset.count !== String(count)) {
-      node.dataset.count = String(count);
-      node.querySelector('.count').textContent = count.toLocaleString('en');
-    }
+  const { types, total } = state.tally.view;
+  for (const type of types.keys()) {
+    if (counterNodes.has(type) || counterNodes.size >= 100) continue; // open-ended types: bounded UI
+    const node = counterItem(type, pickType);
+    counterNodes.set(type, node);
+    $('counters').append(node);
+    addTypeOption(type);
   }
-  $('total-count').textContent = String(state.total);
+  for (const [type, node] of counterNodes) {
+    const count = types.get(type) || 0;
+    if (node.dataset.count === String(count)) continue;
+    node.dataset.count = String(count);
+    node.querySelector('.count').textContent = count.toLocaleString('en');
+  }
+  $('total-count').textContent = String(total);
 }
 
 function addTypeOption(type) {
@@ -218,7 +225,7 @@ function togglePause() {
     state.heldCount = 0;
     notice('Paused: new events are counted but not shown until you resume.', { key: 'paused' });
   } else {
-    dismiss('paused');
+    notices.dismiss('paused');
     const missed = state.heldCount;
     state.pending = [];
     renderAll();
@@ -227,69 +234,63 @@ function togglePause() {
   renderPause();
 }
 
-/* ---------------- notices, status and log ---------------- */
-
-const notices = new Map();
-function notice(text, { kind = 'info', timeoutMs = 0, key = null } = {}) {
-  if (key) dismiss(key);
-  const box = el('div', `notice notice-${kind}`);
-  const close = el('button', 'dismiss', '×');
-  close.type = 'button';
-  close.setAttribute('aria-label', 'Dismiss');
-  close.addEventListener('click', () => box.remove());
-  box.append(el('p', '', text), close);
-  $('notices').append(box);
-  if (key) notices.set(key, box);
-  if (timeoutMs) setTimeout(() => box.remove(), timeoutMs);
-  while ($('notices').childElementCount > 5) $('notices').firstElementChild.remove();
-}
-
-function dismiss(key) {
-  notices.get(key)?.remove();
-  notices.delete(key);
-}
-
-let countdown = 0;
-function showStatus(detail) {
-  state.status = { ...detail, at: Date.now() };
-  clearInterval(countdown);
-  renderStatus();
-  if (detail.state === 'reconnecting' && detail.retryInMs) countdown = setInterval(renderStatus, 250);
-}
-
-function badgeText(s) {
-  if (s.state === 'live') return BADGE[s.transport] || 'Live';
-  if (s.state === 'reconnecting' && s.retryInMs) {
-    const left = s.retryInMs - (Date.now() - s.at);
-    return `Reconnecting in ${Math.max(1, Math.ceil(left / 1000))} s…`;
-  }
-  if (s.state === 'reconnecting') return 'Reconnecting…';
-  if (s.state === 'connecting') return 'Connecting…';
-  return 'Disconnected';
-}
-
-function renderStatus() {
-  const s = state.status;
-  const badge = $('status');
-  const text = badgeText(s);
-  if (badge.textContent !== text) badge.textContent = text;
-  badge.dataset.state = s.state;
-  badge.dataset.transport = s.transport || '';
-  badge.dataset.role = s.role || '';
-  const reason = s.reason || '';
-  badge.title = reason;
-  if ($('status-reason').textContent !== reason) $('status-reason').textContent = reason;
-  $('status-role').textContent = s.role === 'follower' ? 'Shared: another tab of this browser holds the connection.'
-    : s.role === 'leader' ? 'This tab holds the connection for every tab of this browser.' : '';
-}
+/* ---------------- log ---------------- */
 
 function addLog(line) {
-  const list = $('connection-log');
   const item = el('li');
   const time = el('time', 'when', new Date().toLocaleTimeString('en-GB'));
   item.append(time, document.createTextNode(` ${line}`));
-  list.prepend(item);
-  while (list.childElementCount > LOG_LINES) list.lastElementChild.remove();
+  logBox.prepend([item]);
+}
+
+/* ---------------- watched workflows ---------------- */
+
+/** The reader asked for another selection: show only what it covers, and have the client follow it. */
+function watch(channels) {
+  let list;
+  try {
+    list = channelList(channels);
+  } catch (err) {
+    notice(err.message, { kind: 'warn', key: 'watch' });
+    return;
+  }
+  applySelection(list);
+  client.setChannels(list);
+}
+
+function applySelection(channels) {
+  state.channels = channels;
+  const keep = (env) => covers(channels, env);
+  state.tally.retain((workflowId) => keep({ workflow_id: workflowId }), followsAll(channels));
+  state.kept = state.kept.filter((rec) => keep(rec.env));
+  state.pending = state.pending.filter((rec) => keep(rec.env));
+  for (const name of state.loaded) if (!channels.includes(name)) state.loaded.delete(name);
+  watchList.show(channels);
+  renderCounters();
+  chart.render(true);
+  renderAll();
+}
+
+/** The client follows `channels` from event `cursor` on: bring in the earlier events of those added. */
+async function onChannels({ channels, cursor, refused }) {
+  if (refused) {
+    notice(`The server kept watching ${channels.join(', ')}: ${refused.detail || refused.error}`, { kind: 'warn', key: 'watch' });
+    applySelection(channels);
+  }
+  const added = channels.filter((name) => !state.loaded.has(name));
+  for (const name of added) state.loaded.add(name);
+  if (!added.length || cursor === null) return;
+  const { events, complete } = await client.history(added, { through: cursor, sinceMs: CHART_MINUTES * 60000 });
+  const earlier = events.filter((env) => covers(state.channels, env));
+  state.tally.addHistory(earlier);
+  const have = new Set(state.kept.map((rec) => rec.env.id));
+  const recs = earlier.filter((env) => !have.has(env.id)).map((env) => ({ env, text: null }));
+  for (const rec of recs) if (rec.env.workflow_id) noteWorkflow(rec.env.workflow_id);
+  state.kept = [...recs, ...state.kept].sort((a, b) => a.env.id - b.env.id).slice(-MAX_KEPT);
+  if (!complete) notice(`Only part of the last ${CHART_MINUTES} minutes of ${added.join(', ')} could be read.`, { kind: 'warn', key: 'history' });
+  renderCounters();
+  chart.render(true);
+  renderAll();
 }
 
 function onControl(msg) {
@@ -333,29 +334,23 @@ function submitToken(e) {
 /* ---------------- wiring ---------------- */
 
 function wire() {
-  $('channel-name').textContent = client.channel;
-  if (client.channel !== 'validation_updates') document.title = `${client.channel} · Live Activity Feed`;
+  feedBox = new FeedBox({ scroller: $('feed-scroll'), list: $('feed'), jump: $('feed-jump'), maxItems: MAX_ROWS,
+    describe: (n) => `↑ ${n} new event${n === 1 ? '' : 's'}` });
+  logBox = new FeedBox({ scroller: $('log-scroll'), list: $('connection-log'), maxItems: LOG_LINES });
+  watchList = new WatchList({ form: $('watch'), input: $('watch-input'), list: $('watching'), onChange: watch,
+    complain: (text) => notice(text, { kind: 'warn', key: 'watch' }) });
+  watchList.show(state.channels);
+  if (selection.problem) notice(selection.problem, { kind: 'warn', key: 'watch' });
   for (const type of KNOWN_TYPES) {
-    const node = counterItem(type, pickType);
-    counterNodes.set(type, node);
-    $('counters').append(node);
+    counterNodes.set(type, counterItem(type, pickType));
     addTypeOption(type);
   }
-  chart = new MinuteChart($('chart'), $('rate'));
+  $('counters').replaceChildren(...counterNodes.values()); // the page's stand-ins, the same size
+  chart = new MinuteChart($('chart'), $('rate'), () => state.tally.view.minutes);
   chart.render(true);
 
-  $('status').addEventListener('click', () => {
-    const panel = $('status-panel');
-    panel.hidden = !panel.hidden;
-    $('status').setAttribute('aria-expanded', String(!panel.hidden));
-  });
-  document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && !$('status-panel').hidden) {
-      $('status-panel').hidden = true;
-      $('status').setAttribute('aria-expanded', 'false');
-    }
-  });
-  $('reconnect').addEventListener('click', () => client.reconnect());
+  const badge = new StatusBadge({ badge: $('status'), panel: $('status-panel'), reason: $('status-reason'),
+    role: $('status-role'), reconnect: $('reconnect'), onReconnect: () => client.reconnect() });
   $('filters').addEventListener('submit', (e) => e.preventDefault());
   for (const id of ['filter-workflow', 'search']) {
     $(id).addEventListener('input', () => { clearTimeout(filterTimer); filterTimer = setTimeout(applyFilters, 150); });
@@ -374,20 +369,22 @@ function wire() {
       const ms = Date.parse(t.dateTime);
       if (Number.isFinite(ms)) t.textContent = relativeTime(ms);
     }
+    state.tally.prune();
     chart.render(true);
   }, 10000);
 
   client.addEventListener('event', (e) => intake(e.detail, e.source));
-  client.addEventListener('status', (e) => showStatus(e.detail));
+  client.addEventListener('status', (e) => badge.show(e.detail));
   client.addEventListener('log', (e) => addLog(e.detail));
   client.addEventListener('control', (e) => onControl(e.detail));
+  client.addEventListener('channels', (e) => onChannels(e.detail));
   client.addEventListener('replay', (e) => {
     const n = e.detail.count;
     notice(`Reconnected: ${n} missed event${n === 1 ? '' : 's'} replayed`, { timeoutMs: 15000, key: 'replayed' });
   });
   client.addEventListener('authrequired', (e) => askToken(e.detail.refused));
   client.addEventListener('token', (e) => { if (e.detail) tabStore.set(TOKEN_KEY, e.detail); });
-  showStatus(client.status);
+  badge.show(client.status);
   client.start();
   renderFeedNote();
 }

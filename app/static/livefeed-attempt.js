@@ -11,11 +11,17 @@
  *
  *   owner = {deliver(env, source, transport) -> bool, control(msg), log(line),
  *            replay(detail), established(attempt), adopt(attempt),
- *            reset(latestId, requestedAfter), down(attempt, info)}
+ *            reset(latestId, requestedAfter), down(attempt, info),
+ *            following(attempt, result)}
+ *
+ * A WebSocket attempt can also change what it follows while open (follow());
+ * `following` reports what the server's answers amount to (see
+ * livefeed-subscription.js).
  */
 
 import { isEnvelope } from './livefeed-cursor.js';
 import { LABELS, seconds } from './livefeed-ladder.js';
+import { Subscription } from './livefeed-subscription.js';
 import { createTransport, now } from './livefeed-transports.js';
 
 const REPLAY_QUIET_MS = 400; // a replay that pauses this long is over
@@ -54,8 +60,8 @@ export class Pulse {
 }
 
 export class Attempt {
-  /** `trial`: a try of a better transport beside the connection in use. `cursor`: where it resumes. */
-  constructor(name, { trial, cursor, owner, pulse, config }) {
+  /** `trial`: a try of a better transport beside the connection in use. `cursor`: where it resumes; `channels`: what it follows. */
+  constructor(name, { trial, cursor, channels = [], owner, pulse, config }) {
     this.name = name;
     this.label = LABELS[name];
     this.trial = trial;
@@ -80,6 +86,7 @@ export class Attempt {
     this._prevHb = null;
     this._minLag = Infinity;
     this._bursts = 0;
+    this._sub = new Subscription(channels);
     const sink = {
       frame: (msg) => this._frame(msg),
       chunk: (events) => this._chunk(events),
@@ -99,6 +106,22 @@ export class Attempt {
   }
 
   ping() { this.transport.ping(); }
+
+  /** The channels the server follows for this connection, as it last said. */
+  get channels() { return this._sub.following; }
+
+  /**
+   * Follow `channels` from now on without reconnecting: true when the
+   * messages are sent (or none are needed), false when this connection cannot
+   * (not a live WebSocket): then only a new connection can.
+   */
+  follow(channels) {
+    if (this.name !== 'websocket' || !this.established || this._over) return false;
+    for (const msg of this._sub.change(channels, now())) {
+      if (!this.transport.send(msg)) return false;
+    }
+    return true;
+  }
 
   /** What went wrong, for people: the transport's detail, or the close code. */
   describe(info) {
@@ -138,6 +161,11 @@ export class Attempt {
   watch(connectTimeoutMs) {
     if (this._over || this.name === 'poll') return;
     const t = now();
+    const waited = this._sub.since ? t - this._sub.since : 0;
+    if (waited > connectTimeoutMs) {
+      this._sub = new Subscription(this._sub.following);
+      this._owner.following(this, { done: true, unsupported: true, detail: `no answer to subscribe for ${seconds(waited)}` });
+    }
     if (!this.established) {
       if (t - this.openedAt > connectTimeoutMs) {
         const httpOk = this.transport.httpOk;
@@ -184,7 +212,11 @@ export class Attempt {
       }
       return;
     }
+    const answer = this._sub.answer(msg, now());
+    if (answer?.done) owner.following(this, answer);
     switch (msg.type) {
+      case 'subscribed':
+        break;
       case 'connection_established':
         this._established(msg);
         break;
@@ -206,6 +238,10 @@ export class Attempt {
         break;
       case 'stream_error':
       case 'error': // its name before 2026-12
+        if (answer) {
+          owner.log(`${this.label}: the server refused a channel change: ${msg.error}${msg.detail ? ` — ${msg.detail}` : ''}`);
+          break;
+        }
         this.serverError = msg;
         if (Number.isFinite(msg.reconnect_after_ms)) this.retryAfterMs = msg.reconnect_after_ms;
         owner.log(`${this.label}: server error ${msg.error}${msg.detail ? ` — ${msg.detail}` : ''}`);
@@ -223,6 +259,7 @@ export class Attempt {
     this.resumedFrom = this.cursorAtOpen ?? null;
     // where the stream starts when the client has no cursor: the log's newest id, or where a long-poll began
     this.startsAfter = this.latestId ?? (Number.isSafeInteger(msg.resumed_from) ? msg.resumed_from : null);
+    this._sub.established(msg.channels);
     this._pulse.hint(Number(msg.heartbeat_ms ?? (msg.heartbeat_s ? msg.heartbeat_s * 1000 : NaN)));
     this._owner.established(this);
   }

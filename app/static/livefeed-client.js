@@ -4,10 +4,11 @@
  * Plain ES modules, no build step, no dependencies. This is the public entry:
  *
  *   import { LivefeedClient } from '/static/livefeed-client.js';
- *   const feed = new LivefeedClient({ channel: 'validation_updates', tail: 50 });
+ *   const feed = new LivefeedClient({ channels: ['wf_a', 'wf_b'], tail: 50 });
  *   feed.addEventListener('event', (e) => render(e.detail));      // envelope
  *   feed.addEventListener('status', (e) => badge(e.detail));      // {state, transport, reason, retryInMs?}
  *   feed.start();
+ *   feed.setChannels(['wf_a', 'wf_c']);                          // same connection over WebSocket
  *
  * What it does, and where:
  * 1. Transport ladder (livefeed-ladder.js decides, livefeed-connector.js
@@ -32,6 +33,10 @@
  * 5. Reload resumes. The last id and the most recent events are kept in
  *    sessionStorage (written on pagehide), so a reload continues without gap
  *    or duplicate; `tail=N` is only used when nothing is stored.
+ * 6. Channels change while connected (livefeed-subscription.js): a live
+ *    WebSocket sends `subscribe` / `unsubscribe`; SSE and long-poll reconnect
+ *    with the new list from the same cursor. The `channels` event says from
+ *    which id on; older events of an added channel come from `history()`.
  *
  * Events dispatched (all CustomEvent):
  *   event        detail = envelope {id, type, workflow_id, ts, data};
@@ -43,11 +48,16 @@
  *   log          detail = one human-readable line for a connection log
  *   authrequired detail = {refused, status}: call setToken() to continue
  *   token        detail = token set by another tab (so a page can keep it)
+ *   channels     detail = {channels, cursor, via, refused}: the channels followed
+ *                from event id `cursor` on (null: from the start); via 'subscribe',
+ *                'reconnect' or 'share'; `refused` = {error, detail} when the
+ *                server kept another list, which the client then follows
  */
 
+import { ALL_EVENTS_CHANNEL, channelKey, channelList, covers, sameChannels } from './livefeed-channels.js';
 import { Connector } from './livefeed-connector.js';
-import { Cursor, openStorage, saveSnapshot } from './livefeed-cursor.js';
-import { ALL_EVENTS_CHANNEL, Endpoints } from './livefeed-endpoints.js';
+import { Cursor, Snapshots } from './livefeed-cursor.js';
+import { Endpoints } from './livefeed-endpoints.js';
 import { Share, canShare } from './livefeed-share.js';
 import { TRANSPORTS } from './livefeed-transports.js';
 
@@ -56,12 +66,13 @@ export { ALL_EVENTS_CHANNEL };
 
 /** Control messages (no id, never replayed). `error` is `stream_error`'s name before 2026-12; both are read. */
 export const CONTROL_TYPES = Object.freeze([
-  'connection_established', 'heartbeat', 'replay_truncated', 'stream_error', 'error', 'pong',
+  'connection_established', 'heartbeat', 'replay_truncated', 'stream_error', 'error', 'pong', 'subscribed',
 ]);
 
 export const DEFAULT_OPTIONS = Object.freeze({
   baseUrl: '',                 // '' = this page's origin
-  channel: ALL_EVENTS_CHANNEL,
+  channel: ALL_EVENTS_CHANNEL, // one channel, or 'wf_a,wf_b'
+  channels: null,              // or an array (wins over `channel`); see livefeed-channels.js
   types: null,                 // array or 'a,b' — server-side type filter
   tail: 50,                    // first paint when no cursor is stored
   token: null,                 // read token (LIVEFEED_READ_TOKEN)
@@ -81,7 +92,6 @@ export const DEFAULT_OPTIONS = Object.freeze({
 
 const LOG_KEPT = 50;        // log lines kept (a joining tab gets the last SYNC_LOG)
 const SYNC_LOG = 20;
-const PERSIST_MS = 1000;    // a burst of events is stored once
 const GLOBAL_EVENTS = ['online', 'offline', 'pagehide'];
 
 /** A CustomEvent for log events, with where the event came from. */
@@ -104,24 +114,31 @@ export class LivefeedClient extends EventTarget {
     const here = globalThis.location?.origin ?? 'http://localhost';
     this.base = new URL(o.baseUrl || here, here).href.replace(/\/$/, '');
     this.options = o;
-    this.channel = String(o.channel || ALL_EVENTS_CHANNEL);
-    const foreign = new URL(this.base).origin !== here ? `|${this.base}` : '';
-    this._key = `${this.channel}${o.types ? `|${o.types}` : ''}${foreign}`;
+    this._channels = channelList(o.channels ?? o.channel);
+    // tabs share a connection (and a stored snapshot) when these agree
+    this._keySuffix = `${o.types ? `|${o.types}` : ''}${new URL(this.base).origin !== here ? `|${this.base}` : ''}`;
+    this._key = channelKey(this._channels) + this._keySuffix;
 
     this._running = false;
+    this._changing = false; // a channel change not yet answered
     this._role = null;
     this._status = { state: 'disconnected', transport: null, reason: 'Not started', role: null };
     this._logLines = [];
-    this._persistTimer = 0;
+    this._snapshots = null;
     this._share = null;
     this._cursor = new Cursor({ ring: Math.max(o.keep, o.tail, 1) });
     this._endpoints = new Endpoints({
-      base: this.base, channel: this.channel, types: o.types, tail: o.tail, pollWaitS: o.pollWaitS,
+      base: this.base, channels: this._channels, types: o.types, tail: o.tail, pollWaitS: o.pollWaitS,
       token: o.token, log: (line) => this._log(line),
     });
     this._connector = null;
     this._onGlobal = this._onGlobal.bind(this);
   }
+
+  /** The channels followed (['validation_updates'] for every event). */
+  get channels() { return [...this._channels]; }
+  /** The same, comma-joined. */
+  get channel() { return this._channels.join(','); }
 
   /** Last event id delivered (the resume cursor), or null. */
   get lastId() { return this._cursor.lastId; }
@@ -133,7 +150,7 @@ export class LivefeedClient extends EventTarget {
   start() {
     if (this._running) return;
     this._running = true;
-    this._storage = openStorage(this.options.storage);
+    this._snapshots = new Snapshots(this.options.storage, this._cursor, { keep: this.options.keep, budget: this.options.storageBytes });
     this._restore();
     for (const t of GLOBAL_EVENTS) globalThis.addEventListener?.(t, this._onGlobal);
     globalThis.document?.addEventListener('visibilitychange', this._onGlobal);
@@ -150,11 +167,10 @@ export class LivefeedClient extends EventTarget {
 
   stop() {
     if (!this._running) return;
-    this._persist();
+    this._snapshots.save();
+    this._snapshots = null;
     this._running = false;
     this._connector.stop();
-    clearTimeout(this._persistTimer);
-    this._persistTimer = 0;
     for (const t of GLOBAL_EVENTS) globalThis.removeEventListener?.(t, this._onGlobal);
     globalThis.document?.removeEventListener('visibilitychange', this._onGlobal);
     this._share?.close();
@@ -168,6 +184,37 @@ export class LivefeedClient extends EventTarget {
     this._endpoints.token = token;
     this._share?.token(this._endpoints.token);
     this._connector?.credentialsChanged();
+  }
+
+  /**
+   * Follow `channels` (a list, 'a,b'; empty for every event) from now on, on
+   * the same connection where the transport allows. Returns the list as
+   * followed; a malformed name or more than 50 is a RangeError. The
+   * `channels` event says from which id the new list applies.
+   */
+  setChannels(channels) {
+    const next = channelList(channels);
+    if (sameChannels(next, this._channels)) return this.channels;
+    const added = next.some((n) => !this._channels.includes(n));
+    this._follow(next, added);
+    if (!this._running) return this.channels;
+    if (this._role === 'follower') this._channelsNow('share');
+    else this._connector.setChannels();
+    this._rejoin();
+    return this.channels;
+  }
+
+  /**
+   * The events of `channels` (default: those followed) with ids up to
+   * `through` from the last `sinceMs`, oldest first, read from the server's
+   * log: {events, complete}. What a `channels` event's cursor leaves out;
+   * those followed are kept with the recent events, for a reload.
+   */
+  async history(channels, { through, sinceMs, pages }) {
+    const read = await this._endpoints.history(channels ? channelList(channels) : this._channels, { through, sinceMs, pages });
+    this._cursor.remember(read.events.filter((env) => covers(this._channels, env)));
+    this._snapshots?.later();
+    return read;
   }
 
   /** Reconnect now (skips a pending backoff); in a follower tab, asks the leader. */
@@ -187,7 +234,7 @@ export class LivefeedClient extends EventTarget {
 
   _announce(env, source, transport) {
     this._share?.event(env);
-    this._dirty();
+    this._snapshots?.later();
     this.dispatchEvent(new FeedEvent(env, source, transport));
   }
 
@@ -217,8 +264,43 @@ export class LivefeedClient extends EventTarget {
   _reset(latest, why) {
     this._cursor.reset(latest);
     this._log(why);
-    this._dirty();
+    this._snapshots?.later();
     this._share?.reset(latest);
+  }
+
+  /* ---------------- the channels followed ---------------- */
+
+  /** Take `channels` as the list: URLs, the recent events kept, the stored snapshot's key. */
+  _follow(channels, added) {
+    this._channels = channels;
+    this._endpoints.channels = channels;
+    this._cursor.retain((env) => covers(channels, env), !added);
+    this._changing = true;
+    this._key = channelKey(channels) + this._keySuffix;
+    this._snapshots?.move(this._key);
+  }
+
+  /** Tabs share a connection per list: leave the old list's group for the new one's. */
+  _rejoin() {
+    if (!this._share) return;
+    const holding = this._role === 'leader';
+    this._share.close();
+    this._share = new Share(this._key, this._shareHost());
+    this._share.join({ holding });
+  }
+
+  /** The list applies from the cursor as it is now (no connection of this tab had to answer). */
+  _channelsNow(via) {
+    this._channelsApplied({ channels: this._channels, cursor: this._cursor.value(), via, refused: null });
+  }
+
+  _channelsApplied(detail) {
+    if (detail.refused && !sameChannels(detail.channels, this._channels)) {
+      this._follow(channelList(detail.channels), false);
+      this._rejoin();
+    }
+    this._changing = false;
+    this.dispatchEvent(new CustomEvent('channels', { detail: { ...detail, channels: this.channels } }));
   }
 
   /** A token from another tab (or from the leader's answer). */
@@ -238,6 +320,7 @@ export class LivefeedClient extends EventTarget {
       replay: (detail) => this._replay(detail),
       reset: (latest, why) => this._reset(latest, why),
       authRequired: (detail) => this.dispatchEvent(new CustomEvent('authrequired', { detail })),
+      channels: (detail) => this._channelsApplied(detail),
     };
   }
 
@@ -252,6 +335,11 @@ export class LivefeedClient extends EventTarget {
   _shareHost() {
     return {
       lead: () => this._lead('leader'),
+      demote: () => {
+        this._role = 'follower';
+        this._connector.stop();
+        if (this._changing) this._channelsNow('share');
+      },
       deliver: (env, source, transport) => this._deliver(env, source, transport),
       follow: (status) => {
         this._status = { ...status, role: 'follower' };
@@ -281,33 +369,18 @@ export class LivefeedClient extends EventTarget {
 
   _onGlobal(e) {
     if (!this._running) return;
-    if (e.type === 'pagehide') this._persist();
+    if (e.type === 'pagehide') this._snapshots.save();
     else if (e.type === 'offline') this._connector.offline();
     else if (e.type === 'online') this._connector.online();
     else if (e.type === 'visibilitychange' && globalThis.document?.visibilityState === 'visible') this._connector.visible();
   }
 
-  /* ---------------- persistence (reload resumes) ---------------- */
-
-  _storageKey() { return `livefeed:v1:${this._key}`; }
+  /* ---------------- reload resumes ---------------- */
 
   _restore() {
-    if (!this._storage) return;
-    let text = null;
-    try { text = this._storage.getItem(this._storageKey()); } catch { /* storage disabled */ }
-    const recent = this._cursor.restore(text);
+    const recent = this._snapshots.restore(this._key);
     if (recent === null) return;
     for (const env of recent) this._announce(env, 'restore', null);
     this._log(`Resuming after #${this._cursor.value()} (stored by this tab)${recent.length ? `; restored ${recent.length} recent events` : ''}`);
-  }
-
-  _dirty() {
-    if (!this._storage || this._persistTimer) return;
-    this._persistTimer = setTimeout(() => { this._persistTimer = 0; this._persist(); }, PERSIST_MS);
-  }
-
-  _persist() {
-    if (!this._storage || !this._running) return;
-    saveSnapshot(this._storage, this._storageKey(), this._cursor, { keep: this.options.keep, budget: this.options.storageBytes });
   }
 }

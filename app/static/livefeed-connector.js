@@ -2,12 +2,15 @@
  * livefeed-connector.js — runs the transport ladder for the tab that holds
  * the connection: opens attempts, follows the ladder's decisions with
  * timers, tries better transports while on a fallback, and ends silent ones.
+ * When the channels change, a live WebSocket subscribes and unsubscribes;
+ * any other connection is replaced by one that resumes from the same cursor.
  *
  * It knows the client only through `host` and the cursor's public methods:
  *
  *   host = {deliver(env, source, transport) -> bool, status(state, transport,
  *           reason, extra), log(line), control(msg), replay(detail),
- *           reset(latestId, why), authRequired(detail)}
+ *           reset(latestId, why), authRequired(detail),
+ *           channels({channels, cursor, via, refused})}
  *   cursor = {value(), lastId, startAfter(id)}   (a livefeed-cursor.js Cursor)
  */
 
@@ -46,6 +49,7 @@ export class Connector {
       reset: (latest, requestedAfter) => host.reset(latest,
         `Server's log is behind this page's cursor (${requestedAfter ?? cursor.lastId}); continuing from its newest id ${latest}`),
       down: (a, info) => this._down(a, info),
+      following: (a, result) => this._following(a, result),
     };
   }
 
@@ -112,6 +116,27 @@ export class Connector {
     }
   }
 
+  /**
+   * The endpoints' channels changed: follow them. A live WebSocket sends
+   * subscribe/unsubscribe and host.channels() is called when the server has
+   * answered; otherwise the next connection carries the new list, from the
+   * same cursor, and host.channels() is called at once.
+   */
+  setChannels() {
+    if (!this._active) return;
+    if (this._trial) {
+      this._trial.close();
+      this._trial = null;
+      this._scheduleUpgrade();
+    }
+    const channels = this._endpoints.channels;
+    if (this._conn?.follow(channels)) {
+      this._host.log(`Following ${channels.join(', ')}: asked the server over the open ${this._conn.label}`);
+      return;
+    }
+    this._reopen(`Following ${channels.join(', ')}`);
+  }
+
   watchdog() {
     for (const a of [this._conn, this._trial]) a?.watch(this._options.connectTimeoutMs);
   }
@@ -119,7 +144,8 @@ export class Connector {
   _open(name, trial) {
     const cursor = this._cursor;
     const config = this._endpoints.transportConfig(name, () => cursor.value());
-    return new Attempt(name, { trial, cursor: cursor.value(), owner: this._attemptOwner, pulse: this._pulse, config });
+    const channels = this._endpoints.channels;
+    return new Attempt(name, { trial, cursor: cursor.value(), channels, owner: this._attemptOwner, pulse: this._pulse, config });
   }
 
   _connectNow() {
@@ -180,6 +206,30 @@ export class Connector {
       this._host.log(decision.log);
       this._connectNow();
     }
+  }
+
+  /** What the server's answers to a channel change amount to (see livefeed-subscription.js). */
+  _following(a, result) {
+    if (a !== this._conn || !this._active) return;
+    if (result.unsupported) {
+      this._reopen(`${a.label} cannot change channels (${result.detail ?? 'the server knows no subscribe'}); reconnecting with the new list`);
+      return;
+    }
+    const via = 'subscribe';
+    if (result.refused) this._host.log(`Channel change refused (${result.refused.error}); following ${result.channels.join(', ')}`);
+    else this._host.log(`Following ${result.channels.join(', ')} from #${result.cursor} on the same ${a.label}`);
+    this._host.channels({ channels: result.channels, cursor: result.cursor, via, refused: result.refused });
+  }
+
+  /** Replace the connection with one carrying the endpoints' channels, from the same cursor (no backoff). */
+  _reopen(why) {
+    const had = this._conn;
+    this._conn = null;
+    had?.close();
+    this._host.channels({ channels: this._endpoints.channels, cursor: this._cursor.value(), via: 'reconnect', refused: null });
+    if (!had) return; // waiting to retry, for credentials or for the network: the next connection carries them
+    this._host.log(`${why}: reconnecting ${had.label}`);
+    this._connectNow();
   }
 
   _needAuth(status, text) {

@@ -73,6 +73,28 @@ export class Cursor {
   }
 
   /**
+   * The channels changed: keep only the recent events `keep` accepts. When
+   * channels were added, the ring is complete only from the cursor on (their
+   * older events were never seen), unless `complete`.
+   */
+  retain(keep, complete) {
+    this._ring = this._ring.filter(keep);
+    if (!complete && this.value() !== null) this._floor = this.value();
+  }
+
+  /**
+   * Keep `events` (older ones read from the log, at or below the cursor) with
+   * the recent ones, in id order, so a reload shows them too. The cursor and
+   * the floor stay as they are: the ring claims no completeness below it.
+   */
+  remember(events) {
+    const seen = new Set(this._ring.map((e) => e.id));
+    const older = events.filter((e) => isEnvelope(e) && !seen.has(e.id) && e.id <= (this.value() ?? -1));
+    if (!older.length) return;
+    this._ring = [...older, ...this._ring].sort((a, b) => a.id - b.id).slice(-this._ringSize);
+  }
+
+  /**
    * What a tab whose cursor is `after` has missed: `events` newer than it, and
    * `complete` when the ring reaches back that far. With no cursor, the
    * newest `tail` events (a first paint).
@@ -147,4 +169,49 @@ export function saveSnapshot(storage, key, cursor, { keep, budget }) {
     } catch { /* quota: try a smaller snapshot */ }
   }
   return false;
+}
+
+const PERSIST_MS = 1000; // a burst of events is stored once
+
+/**
+ * Where a client keeps its cursor's snapshot between page loads: one
+ * Storage entry per key (`livefeed:v1:<key>`), written at most once a
+ * second while events arrive, and at once when asked (page hide, stop).
+ */
+export class Snapshots {
+  /** `kind`: 'session', 'local' or null (nothing is kept); `keep`, `budget`: see Cursor.snapshot(). */
+  constructor(kind, cursor, { keep, budget }) {
+    this._storage = openStorage(kind);
+    this._cursor = cursor;
+    this._limits = { keep, budget };
+    this._timer = 0;
+    this._key = null;
+  }
+
+  /** Use `key`, and take back what is stored under it: the recent events accepted again, or null. */
+  restore(key) {
+    this._key = `livefeed:v1:${key}`;
+    let text = null;
+    try { text = this._storage?.getItem(this._key) ?? null; } catch { /* storage disabled */ }
+    return this._cursor.restore(text);
+  }
+
+  /** The snapshot belongs under `key` from now on: the old entry goes. */
+  move(key) {
+    try { this._storage?.removeItem(this._key); } catch { /* storage disabled */ }
+    this._key = `livefeed:v1:${key}`;
+    this.save();
+  }
+
+  /** Save within a second. */
+  later() {
+    if (!this._storage || this._timer) return;
+    this._timer = setTimeout(() => this.save(), PERSIST_MS);
+  }
+
+  save() {
+    clearTimeout(this._timer);
+    this._timer = 0;
+    if (this._storage && this._key) saveSnapshot(this._storage, this._key, this._cursor, this._limits);
+  }
 }

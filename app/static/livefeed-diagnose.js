@@ -4,7 +4,7 @@
  * Tells "this transport is blocked" (fall back) from "the server is down"
  * (back off, stay on this rung) and "credentials needed" (ask). Browsers
  * report a refused WebSocket only as close code 1006, so the server's
- * diagnosis endpoint (`/api/diag/ws/{channel}`, same checks as the handshake)
+ * diagnosis endpoint (`/api/diag/ws/{channels}`, same checks as the handshake)
  * says why; for SSE and long-poll, a plain page request says whether the
  * server is there at all. The answer feeds Ladder.afterDiagnosis().
  */
@@ -43,7 +43,7 @@ async function askWhyWebSocket(text, endpoints, log) {
   // Browsers send no Origin on a same-origin GET, so name the page's origin.
   const query = { ...endpoints.streamParams(null), origin: globalThis.location?.origin };
   delete query.tail;
-  const res = await fetchOrNull(endpoints.url(`/api/diag/ws/${encodeURIComponent(endpoints.channel)}`, query), endpoints);
+  const res = await fetchOrNull(endpoints.url(`/api/diag/ws/${endpoints.path}`, query), endpoints);
   if (!res) return unreachable(text);
   if (res.status === 401) return { auth: true, status: 401, text: 'WebSocket refused: credentials required' };
   if (res.status >= 500 || res.status === 429) return serverTrouble(res, text);

@@ -2,14 +2,18 @@
  * livefeed-endpoints.js — the server's URLs, credentials and small JSON reads.
  *
  * One place builds every URL the client asks for (streams, pages, stats,
- * diagnosis), so the channel, the `types` filter and the read token are
- * applied the same way everywhere. It also hands each transport the narrow
- * config it needs: `{url(), headers(), cursor()}` (long-poll adds `start()`
- * and `waitS`), and nothing else of the client.
+ * diagnosis, history), so the channels, the `types` filter and the read
+ * token are applied the same way everywhere. It also hands each transport
+ * the narrow config it needs: `{url(), headers(), cursor()}` (long-poll adds
+ * `start()` and `waitS`), and nothing else of the client. `channels` may
+ * change while the client runs: every URL is built when it is needed.
  */
 
-/** The channel of every event (any other channel is a workflow id). */
-export const ALL_EVENTS_CHANNEL = 'validation_updates';
+import { ALL_EVENTS_CHANNEL, channelPath, followsAll } from './livefeed-channels.js';
+
+export { ALL_EVENTS_CHANNEL };
+
+const HISTORY_PAGE = 1000; // /api/events' largest page
 
 /** A URL fit for a log line: one-use tickets and tokens are not printed. */
 export function redact(url) {
@@ -47,12 +51,13 @@ export function httpRefusal(what, response, body) {
 
 export class Endpoints {
   /**
-   * `base`: the server's URL (no trailing slash); `types`: 'a,b' or null;
-   * `tail`: events for a first paint; `log`: where notes for people go.
+   * `base`: the server's URL (no trailing slash); `channels`: a
+   * livefeed-channels.js list; `types`: 'a,b' or null; `tail`: events for a
+   * first paint; `log`: where notes for people go.
    */
-  constructor({ base, channel, types, tail, pollWaitS, token, log }) {
+  constructor({ base, channels, types, tail, pollWaitS, token, log }) {
     this.base = base;
-    this.channel = channel;
+    this.channels = channels;
     this._types = types;
     this._tail = tail;
     this._pollWaitS = pollWaitS;
@@ -83,10 +88,13 @@ export class Endpoints {
     return { Accept: accept, ...this.auth() };
   }
 
-  /** The channel and type filter as /api/events parameters. */
-  filterParams() {
+  /** The channels as a path segment: `wf_a,wf_b`. */
+  get path() { return channelPath(this.channels); }
+
+  /** The channels (or `channels`) and the type filter as /api/events parameters. */
+  filterParams(channels = this.channels) {
     const p = {};
-    if (this.channel !== ALL_EVENTS_CHANNEL) p.workflow_id = this.channel;
+    if (!followsAll(channels)) p.workflow_id = channels.join(',');
     if (this._types) p.types = this._types;
     return p;
   }
@@ -118,14 +126,41 @@ export class Endpoints {
 
   /** One page of matching events after `after` ({events, has_more, ...}), or null. */
   page(after) {
-    return this.getJson('/api/events', { after: String(after), limit: '1000', ...this.filterParams() });
+    return this.getJson('/api/events', { after: String(after), limit: String(HISTORY_PAGE), ...this.filterParams() });
+  }
+
+  /**
+   * The events of `channels` stamped within the last `sinceMs` with ids up to
+   * `through`, oldest first: what a stream that starts following them at
+   * `through` does not send. At most `pages` pages of 1000; when there is
+   * more, the last page is the one just before `through` (the newest matter
+   * most) and `complete` is false, as it is when a page failed.
+   */
+  async history(channels, { through, sinceMs, pages = 5 }) {
+    const since = new Date(Date.now() - sinceMs).toISOString();
+    const events = [];
+    let after = 0;
+    let skipped = false;
+    for (let page = 0; page < pages; page++) {
+      if (page === pages - 1 && through - HISTORY_PAGE > after) {
+        after = through - HISTORY_PAGE;
+        skipped = true;
+      }
+      const j = await this.getJson('/api/events', { after: String(after), limit: String(HISTORY_PAGE), since, ...this.filterParams(channels) });
+      if (!j || !Array.isArray(j.events)) return { events, complete: false };
+      const wanted = j.events.filter((env) => env.id <= through);
+      events.push(...wanted);
+      if (wanted.length < j.events.length || !j.has_more || !j.events.length) return { events, complete: !skipped };
+      after = j.events[j.events.length - 1].id;
+    }
+    return { events, complete: false };
   }
 
   async wsUrl(cursor) {
     // batch=1: several events per frame (a JSON array), much cheaper for the server
     const params = { ...this.streamParams(cursor), batch: '1' };
     if (this._token) Object.assign(params, await this._credentialParams());
-    return this.url(`/ws/${encodeURIComponent(this.channel)}`, params).replace(/^http/, 'ws');
+    return this.url(`/ws/${this.path}`, params).replace(/^http/, 'ws');
   }
 
   /** A one-use ticket for the WebSocket URL; access_token only if the server has no tickets. */
@@ -136,7 +171,7 @@ export class Endpoints {
         res = await fetch(`${this.base}/api/stream-tickets`, {
           method: 'POST',
           headers: { 'Content-Type': 'application/json', ...this.auth() },
-          body: JSON.stringify({ channel: this.channel }),
+          body: JSON.stringify({ channel: this.channels.join(',') }),
           cache: 'no-store',
         });
       } catch (err) {
@@ -162,7 +197,7 @@ export class Endpoints {
     const headers = (accept) => this.headers(accept);
     if (name === 'websocket') return { url: (c) => this.wsUrl(c), headers, cursor };
     if (name === 'sse') {
-      return { url: (c) => this.url(`/sse/${encodeURIComponent(this.channel)}`, this.streamParams(c)), headers, cursor };
+      return { url: (c) => this.url(`/sse/${this.path}`, this.streamParams(c)), headers, cursor };
     }
     return {
       url: (after, waitS) => this.url('/api/events', { after: String(after), limit: '1000', wait: String(waitS), ...this.filterParams() }),

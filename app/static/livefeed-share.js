@@ -7,7 +7,9 @@
  * joins says hello with its cursor; the leader answers with what it missed
  * from its ring (or the tab pages the gap from the server when the ring does
  * not reach back that far). When the leader goes, the lock passes to the
- * next tab, which resumes from its own cursor.
+ * next tab, which resumes from its own cursor. A tab that changes what it
+ * follows leaves its group for the new one's; a leader that finds no other
+ * tab there keeps its connection (join({holding: true})).
  *
  * Messages between tabs: {k: 'events'|'status'|'log'|'control'|'replay'|
  * 'reset'|'leader'|'hello'|'sync'|'token'|'reconnect', ...}. Events are
@@ -16,6 +18,7 @@
  *
  * The client is reached only through `host`:
  *   lead()                          this tab now holds the lock: connect
+ *   demote()                        a holding join found another leader: disconnect
  *   deliver(env, source, transport) a shared or caught-up event -> bool (new)
  *   follow(status)                  the leader's status
  *   log(line), control(msg), replay(detail), reset(latestId, why)
@@ -53,17 +56,44 @@ export class Share {
 
   get leader() { return this.role === 'leader'; }
 
-  /** Open the channel, ask a leader for the state, and queue for the lock. */
-  join() {
+  /**
+   * Open the channel, ask a leader for the state, and queue for the lock.
+   * `holding`: this tab already has a connection for this group (it changed
+   * what it follows): it keeps it if no tab leads here yet, else it
+   * disconnects (host.demote()) and follows.
+   */
+  join({ holding = false } = {}) {
     this._bc = new BroadcastChannel(`livefeed:${this._key}`);
     this._bc.onmessage = (e) => this._receive(e.data);
+    if (!holding) {
+      this._queue();
+      return;
+    }
+    navigator.locks.request(this._lockName(), { ifAvailable: true }, (lock) => {
+      if (!this._bc) return undefined; // closed meanwhile
+      if (lock) return this._hold(true);
+      this._host.demote();
+      this._queue();
+      return undefined;
+    }).catch(() => { /* the lock manager went away with the page */ });
+  }
+
+  _lockName() { return `livefeed-leader-${this._key}`; }
+
+  /** Say hello to a leader and wait for the lock. */
+  _queue() {
     this._hello();
     this._lockAbort = new AbortController();
-    navigator.locks.request(`livefeed-leader-${this._key}`, { signal: this._lockAbort.signal }, () => {
+    navigator.locks.request(this._lockName(), { signal: this._lockAbort.signal }, () => {
       if (!this._bc) return undefined; // closed while waiting
-      this._promote();
-      return new Promise((resolve) => { this._releaseLock = resolve; });
+      return this._hold(false);
     }).catch(() => { /* aborted by close() */ });
+  }
+
+  /** This tab has the lock: lead until close() lets it go. */
+  _hold(connected) {
+    this._promote(connected);
+    return new Promise((resolve) => { this._releaseLock = resolve; });
   }
 
   close() {
@@ -116,14 +146,15 @@ export class Share {
     try { this._bc.postMessage(msg); } catch { /* closed */ }
   }
 
-  _promote() {
+  /** Lead: deliver what was held while syncing, connect unless `connected`, and say so. */
+  _promote(connected) {
     this.role = 'leader';
     this._syncing = false;
     clearTimeout(this._timers.hello);
     const held = this._held || [];
     this._held = null;
     for (const env of held) this._host.deliver(env, 'shared', null);
-    this._host.lead();
+    if (!connected) this._host.lead();
     this._post({ k: 'leader' });
   }
 

@@ -12,7 +12,7 @@
  *                   closeReason?, opened?, retryAfterMs?, network?, ended?}
  *   config = {url(cursor), headers(accept), cursor()}   (long-poll: url(after, waitS), start(), waitS)
  *
- * A transport object has open(cursor), close(), ping() and, for its owner's
+ * A transport object has open(cursor), close(), send(msg), ping() and, for its owner's
  * watchdog, `lastRx` (when bytes last arrived), `httpOk` (SSE answered 200)
  * and `retryHint` (the stream's `retry:` field). After down() or close() it
  * makes no further call on the sink.
@@ -57,7 +57,10 @@ class Transport {
     this._teardown();
   }
 
-  ping() { /* only WebSocket can */ }
+  /** Send a client message; false where the transport has no way back to the server. */
+  send() { return false; }
+
+  ping() { this.send({ type: 'ping' }); }
   _teardown() { /* per transport */ }
 }
 
@@ -94,8 +97,14 @@ class WsTransport extends Transport {
     ws.onclose = (e) => this.down({ code: e.code, closeReason: e.reason, opened });
   }
 
-  ping() {
-    try { this.ws?.send('{"type":"ping"}'); } catch { /* closing */ }
+  send(msg) {
+    if (this.ws?.readyState !== 1) return false; // OPEN
+    try {
+      this.ws.send(JSON.stringify(msg));
+      return true;
+    } catch {
+      return false; // closing
+    }
   }
 
   _teardown() {

@@ -1,0 +1,117 @@
+"""Does the installed Hypercorn still look like the one these fixes were checked against?
+
+Every fix overrides private methods and rebinds module names; each check below is one
+of those assumptions, so a Hypercorn release that moved something is noticed before
+anything is changed (and nothing is: see :func:`app.hypercorn_fixes.install`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from types import ModuleType
+
+import hypercorn.asyncio.run
+import hypercorn.protocol
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+import hypercorn.protocol.ws_stream
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.config import Config
+from hypercorn.events import Updated
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import Handshake, WSStream
+from wsproto.connection import Connection, ConnectionState
+
+CHECKED_HYPERCORN = "0.18.0"
+
+#: Private coroutines overridden or called, with their parameters.
+H11_METHODS = {
+    "_send_error_response": ["self", "status_code"],
+    "_check_protocol": ["self", "event"],
+    "_send_h11_event": ["self", "event"],
+    "_handle_events": ["self"],
+}
+H2_METHODS = {
+    "_handle_events": ["self", "events"],
+    "_flush": ["self"],
+}
+WS_METHODS = {
+    "handle": ["self", "event"],
+    "_send_error_response": ["self", "status_code"],
+    "_accept": ["self", "message"],
+    "_send_wsproto_event": ["self", "event"],
+}
+#: Names a function's code must use: the call sites and lookups the fixes rely on.
+USES: list[tuple[object, str, tuple[str, ...]]] = [
+    (H11Protocol, "_handle_events", ("_send_error_response", "_check_protocol")),
+    (H11Protocol, "_handle_events", ("RemoteProtocolError",)),
+    (H11Protocol, "_create_stream", ("WSStream",)),
+    (H2Protocol, "_create_stream", ("WSStream",)),
+    (H2Protocol, "handle", ("receive_data", "_handle_events")),
+    (H2Protocol, "_flush", ("data_to_send",)),
+    (hypercorn.protocol.ProtocolWrapper, "__init__", ("H11Protocol", "H2Protocol")),
+    (hypercorn.protocol.ProtocolWrapper, "handle", ("H2ProtocolAssumedError", "H2Protocol")),
+    (WSStream, "handle", ("Handshake", "is_valid", "_send_error_response", "spawn_app")),
+    (WSStream, "_accept", ("accept", "connection")),
+    (WSStream, "app_send", ("_send_error_response",)),
+    (WSStream, "_handle_events", ("FrameTooLargeError", "_send_wsproto_event")),
+    (WSStream, "_handle_events", ("REMOTE_CLOSING", "response")),
+    (Handshake, "accept", ("extensions", "server_extensions_handshake", "Connection")),
+    (Connection, "__init__", ("_state",)),
+    (Connection, "events", ("_state", "REMOTE_CLOSING")),
+    (TCPServer, "protocol_send", ("send_lock", "writer", "drain", "protocol")),
+    (TCPServer, "_close", ("writer", "wait_closed")),
+]
+
+
+def _params(function: object) -> list[str]:
+    return list(inspect.signature(function).parameters)  # type: ignore[arg-type]
+
+
+def _coroutines(owner: type, expected: dict[str, list[str]]) -> list[str]:
+    found = []
+    for name, params in expected.items():
+        method = getattr(owner, name, None)
+        if not inspect.iscoroutinefunction(method) or _params(method) != params:
+            found.append(f"{owner.__name__}.{name} is not a coroutine of {params}")
+    return found
+
+
+def _bound(module: ModuleType, name: str, expected: object) -> list[str]:
+    if getattr(module, name, None) is not expected:
+        return [f"{module.__name__}.{name} is not Hypercorn's own"]
+    return []
+
+
+def mismatches() -> list[str]:
+    """What no longer looks like the Hypercorn this package was checked against."""
+    found = [
+        *_bound(hypercorn.protocol, "H11Protocol", H11Protocol),
+        *_bound(hypercorn.protocol, "H2Protocol", H2Protocol),
+        *_bound(hypercorn.protocol.h11, "WSStream", WSStream),
+        *_bound(hypercorn.protocol.h2, "WSStream", WSStream),
+        *_bound(hypercorn.protocol.ws_stream, "Handshake", Handshake),
+        *_bound(hypercorn.protocol.ws_stream, "Connection", Connection),
+        *_coroutines(H11Protocol, H11_METHODS),
+        *_coroutines(H2Protocol, H2_METHODS),
+        *_coroutines(WSStream, WS_METHODS),
+        *_bound(hypercorn.asyncio.run, "TCPServer", TCPServer),
+        *_coroutines(TCPServer, {"protocol_send": ["self", "event"], "_close": ["self"]}),
+    ]
+    for owner, function, names in USES:
+        code = getattr(getattr(owner, function, None), "__code__", None)
+        missing = [n for n in names if code is None or n not in code.co_names]
+        if missing:
+            found.append(f"{getattr(owner, '__name__', owner)}.{function} no longer uses {missing}")
+    if not isinstance(getattr(Config, "h11_max_incomplete_size", None), int):
+        found.append("Config.h11_max_incomplete_size is gone")
+    fields = (
+        [f.name for f in dataclasses.fields(Updated)] if dataclasses.is_dataclass(Updated) else []
+    )
+    if fields != ["idle"]:
+        found.append("hypercorn.events.Updated is not Updated(idle)")
+    if not {"LOCAL_CLOSING", "REMOTE_CLOSING"} <= set(ConnectionState.__members__):
+        found.append("wsproto's ConnectionState has no LOCAL_CLOSING or REMOTE_CLOSING")
+    return found

@@ -1,0 +1,52 @@
+"""A cap on how many WebSocket frames one client may make the server parse per second.
+
+Why: a frame costs the client 6 bytes and the server a parse in Python.  One client
+sending empty continuation frames (a message that never ends) or pings, and reading
+nothing, kept the event loop busy enough that ``/healthz`` took 2.4 s and 3.6 s
+meanwhile.  Livefeed's own limit of messages per second never saw them: Hypercorn
+answers pings itself, and an unfinished message never reaches the application.
+
+How: Hypercorn builds each WebSocket's wsproto ``Connection`` in
+``Handshake.accept`` from the name ``Connection`` in ``hypercorn.protocol.ws_stream``;
+:func:`app.hypercorn_fixes.install` rebinds it to :class:`FrameLimitedConnection`.
+Past the cap, the next event is the client's "close" with 1008: Hypercorn answers it
+with a close frame giving the reason and ends the connection, and nothing more of
+what the client sent is parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from functools import cached_property
+
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import CloseConnection, Event, Message
+from wsproto.frame_protocol import CloseReason
+
+from app.hypercorn_fixes.rate import PerSecondCap
+
+#: Whole frames parsed per second and connection (the pieces of a big frame, as they
+#: arrive, are not counted: a fast publisher of 1 MiB messages is not a flood).  A
+#: client within Livefeed's 50 messages a second stays far below.
+MAX_FRAMES_PER_S = 1000
+TOO_MANY_FRAMES = "too many frames per second"
+
+
+class FrameLimitedConnection(Connection):
+    """wsproto's connection that ends one whose client sends frames past the cap."""
+
+    @cached_property
+    def _frames(self) -> PerSecondCap:
+        return PerSecondCap(MAX_FRAMES_PER_S)
+
+    def events(self) -> Generator[Event, None, None]:
+        for event in super().events():
+            whole = not isinstance(event, Message) or event.frame_finished
+            if whole and self._frames.add():
+                # As if the client had closed: Hypercorn then sends the matching close
+                # frame (with this reason) and ends the stream.
+                self._state = ConnectionState.REMOTE_CLOSING
+                yield CloseConnection(CloseReason.POLICY_VIOLATION, TOO_MANY_FRAMES)
+                return
+            yield event
+

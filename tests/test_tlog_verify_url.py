@@ -215,3 +215,16 @@ def test_a_contiguous_export_costs_one_proof_per_aligned_subtree() -> None:
         "ids not the events the checkpoint signed (their inclusion proofs fail): 503"
     ]
     assert len(asked) <= 13 + 2 * 9  # 503 is in the subtree of 256 leaves 256..511
+
+
+def test_the_tlog_benchmark_verifies_the_export_of_the_log_it_filled() -> None:
+    """python -m bench.tlog --smoke: fill, proofs, export and both verifications succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.tlog", "--smoke", "--no-pin"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "inclusion proof" in done.stdout and "verify --url" in done.stdout

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from app.tlog.audit import BadLines, id_ranges
+from app.tlog.audit import BadLines, IdTally
 from app.tlog.checkpoint import Checkpoint
 from app.tlog.exports import Record
 from app.tlog.merkle import HASH_SIZE, ProofError, inclusion_path, leaf_hash, node_hash
@@ -119,36 +119,20 @@ async def verify_with_proofs(
 ) -> tuple[int, list[str]]:
     """Check each record that names an id against ``checkpoint`` (already
     verified); returns how many records were read and every problem found."""
-    size = checkpoint.size
-    seen = bytearray(size + 1)
+    ids = IdTally(checkpoint.size)
     runs: list[Run] = []
     count = 0
     badly_encoded = BadLines()
-    repeated: list[int] = []
-    beyond: list[int] = []
     for record in records:
         count += 1
         ident = record.id
         if record.problem is not None:
             badly_encoded.add(record)
             continue
-        if ident is None:
-            continue
-        if not 1 <= ident <= size:
-            beyond.append(ident)
-        elif seen[ident]:
-            repeated.append(ident)
-        else:
-            seen[ident] = 1
+        if ident is not None and ids.first_time(ident):
             if not runs or runs[-1].end != ident - 1:
                 runs.append(Run(ident - 1))
             runs[-1].hashes += leaf_hash(record.leaf)
     failed = await _Prover(checkpoint, fetch).all_failures(runs)
-    named = [
-        ("not the events the checkpoint signed (their inclusion proofs fail)", failed),
-        ("repeated", repeated),
-        (f"outside 1..{size}, the checkpoint's size", beyond),
-    ]
-    problems = badly_encoded.problems()
-    problems += [f"ids {what}: {id_ranges(ids)}" for what, ids in named if ids]
-    return count, problems
+    failing = ("not the events the checkpoint signed (their inclusion proofs fail)", failed)
+    return count, badly_encoded.problems() + ids.problems(failing)

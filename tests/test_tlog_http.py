@@ -215,6 +215,15 @@ def test_two_nodes_on_one_log_sign_with_the_same_key(
         second.kill()
 
 
+def test_the_endpoints_are_in_the_openapi_document(server: ServerProcess) -> None:
+    """/openapi.json lists the four endpoints, with the proofs' parameters."""
+    paths = httpx.get(f"{server.url}/openapi.json", timeout=10).json()["paths"]
+    for path in ("checkpoint", "key", "proof/inclusion", "proof/consistency"):
+        assert "get" in paths[f"/api/log/{path}"]
+    parameters = paths["/api/log/proof/inclusion"]["get"]["parameters"]
+    assert {p["name"] for p in parameters} == {"id", "tree_size"}
+
+
 def test_the_configured_signing_key_signs(start_server: Start) -> None:
     """LIVEFEED_SIGNING_KEY is the key: its name is the origin, its verifier key is served."""
     key = SignerKey.generate("feed.example/prod")

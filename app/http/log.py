@@ -23,9 +23,9 @@ import re
 from collections.abc import Mapping, Sequence
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from quart import Blueprint, Response, request
-from quart_schema import document_response
+from quart_schema import document_querystring, document_response
 
 from app.errors import bad_request
 from app.http.common import authorize_read, json_response, runtime
@@ -38,6 +38,16 @@ TEXT = "text/plain; charset=utf-8"
 MAX_ID = 2**63 - 1
 CREDENTIALS = frozenset({"access_token", "_"})  # and jQuery-style cache busters
 _WHOLE = re.compile(r"[0-9]{1,19}")  # ASCII only: int() also takes " 4", "4_2", "١٢"
+
+
+class InclusionQuery(BaseModel):
+    id: int = Field(description="the event: 1..tree_size")
+    tree_size: int | None = Field(None, description="1..the log's size; default: the size now")
+
+
+class ConsistencyQuery(BaseModel):
+    first: int = Field(description="the older tree's size: 1..second")
+    second: int = Field(description="the newer tree's size: first..the log's size")
 
 
 class InclusionProof(BaseModel):
@@ -113,6 +123,7 @@ async def key() -> Response:
 
 
 @verifiable_log.get("/api/log/proof/inclusion")
+@document_querystring(InclusionQuery)
 @document_response(InclusionProof)
 @document_response(Error, 400)
 async def inclusion() -> Response:
@@ -132,6 +143,7 @@ async def inclusion() -> Response:
 
 
 @verifiable_log.get("/api/log/proof/consistency")
+@document_querystring(ConsistencyQuery)
 @document_response(ConsistencyProof)
 @document_response(Error, 400)
 async def consistency() -> Response:

@@ -52,11 +52,9 @@ def node_rows(position: int, hashes: bytes) -> NodeRows:
 
 
 def grow(frontier: Frontier, events: Iterable[Event]) -> NodeRows:
-    """Append the events' leaves to ``frontier``; returns the rows to write.
-    Each leaf's new nodes come out of :meth:`Frontier.push` in position order."""
+    """Append the events' leaves to ``frontier``; returns the rows to write."""
     start = first_position(frontier.size)
-    hashes = b"".join([node for event in events for node in frontier.push(leaf_hash(event.json))])
-    return node_rows(start, hashes)
+    return node_rows(start, frontier.append([leaf_hash(event.json) for event in events]))
 
 
 def chunks_of(nodes: Sequence[Node]) -> list[int]:

@@ -68,7 +68,7 @@ def verify_records(records: Iterable[Record], checkpoint: Checkpoint) -> tuple[i
         if ident is not None and ident == expected:
             expected += 1
             if ident <= size:
-                frontier.push(leaf_hash(record.leaf))
+                frontier.append((leaf_hash(record.leaf),))
         else:
             expected = 0  # no id matches again
         if ident is None:

@@ -46,8 +46,8 @@ class Run:
         """The hash of a complete subtree inside this run, from its leaves."""
         first = (node.index << node.level) - self.start
         frontier = Frontier()
-        for n in range(first, first + (1 << node.level)):
-            frontier.push(bytes(self.hashes[n * HASH_SIZE : (n + 1) * HASH_SIZE]))
+        span = range(first * HASH_SIZE, (first + (1 << node.level)) * HASH_SIZE, HASH_SIZE)
+        frontier.append(bytes(self.hashes[at : at + HASH_SIZE]) for at in span)
         return frontier.root()
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from app.tlog.merkle import (
     EMPTY_ROOT,
+    HASH_SIZE,
     Range,
     consistency_path,
     inclusion_path,
@@ -146,20 +147,34 @@ class Frontier:
         frontier._hashes = list(hashes)
         return frontier
 
+    def append(self, leaves: Iterable[bytes]) -> bytes:
+        """Append leaf hashes; returns the hashes of the nodes they complete (each
+        leaf's own hash, then the subtrees it closes, level by level), concatenated
+        in position order: after ``n`` leaves, from position ``2n - popcount(n)``
+        on.  That is the run a store appends to its rows, in one pass."""
+        levels, hashes = self._levels, self._hashes
+        run: list[bytes] = []
+        keep = run.append
+        count = 0
+        for leaf in leaves:
+            keep(leaf)
+            level, value = 0, leaf
+            while levels and levels[-1] == level:
+                levels.pop()
+                value = node_hash(hashes.pop(), value)
+                keep(value)
+                level += 1
+            levels.append(level)
+            hashes.append(value)
+            count += 1
+        self.size += count
+        return b"".join(run)
+
     def push(self, leaf: bytes) -> list[bytes]:
         """Append one leaf hash; returns the hashes of the nodes it completes,
         the ``k``-th being node ``(k, index >> k)`` for the leaf's ``index``."""
-        levels, hashes = self._levels, self._hashes
-        created, level, value = [leaf], 0, leaf
-        while levels and levels[-1] == level:
-            levels.pop()
-            value = node_hash(hashes.pop(), value)
-            created.append(value)
-            level += 1
-        levels.append(level)
-        hashes.append(value)
-        self.size += 1
-        return created
+        run = self.append((leaf,))
+        return [run[at : at + HASH_SIZE] for at in range(0, len(run), HASH_SIZE)]
 
     def extend(self, leaves: Iterable[bytes]) -> list[tuple[Node, bytes]]:
         """Append leaf hashes; returns every node they complete, in append

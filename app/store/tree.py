@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from app.events import Event
 from app.store.migrate import MigrationError
-from app.tlog import Frontier, MissingNodesError, Node, leaf_hash
-from app.tlog.merkle import HASH_SIZE
+from app.tlog import Frontier, MissingNodesError, Node
+from app.tlog.merkle import HASH_SIZE, leaf_hashes
 
 NODES_PER_ROW = 32
 ROW_BYTES = NODES_PER_ROW * HASH_SIZE
@@ -54,7 +54,7 @@ def node_rows(position: int, hashes: bytes) -> NodeRows:
 def grow(frontier: Frontier, events: Iterable[Event]) -> NodeRows:
     """Append the events' leaves to ``frontier``; returns the rows to write."""
     start = first_position(frontier.size)
-    return node_rows(start, frontier.append([leaf_hash(event.json) for event in events]))
+    return node_rows(start, frontier.append(leaf_hashes([event.json for event in events])))
 
 
 def chunks_of(nodes: Sequence[Node]) -> list[int]:

@@ -17,12 +17,14 @@ so a store can use it as an append-only integer key.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from app.tlog.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
+    NODE_PREFIX,
     Range,
     consistency_path,
     inclusion_path,
@@ -155,13 +157,14 @@ class Frontier:
         levels, hashes = self._levels, self._hashes
         run: list[bytes] = []
         keep = run.append
+        sha256 = hashlib.sha256  # node_hash, inlined: this runs for every event appended
         count = 0
         for leaf in leaves:
             keep(leaf)
             level, value = 0, leaf
             while levels and levels[-1] == level:
                 levels.pop()
-                value = node_hash(hashes.pop(), value)
+                value = sha256(NODE_PREFIX + hashes.pop() + value).digest()
                 keep(value)
                 level += 1
             levels.append(level)

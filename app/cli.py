@@ -230,16 +230,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 only when the export verified against the signed checkpoint."""
     from pathlib import Path
 
-    from app.tlog.audit import verify_files
+    from app.verify import summary, verify
 
-    report = verify_files(Path(args.file), Path(args.checkpoint), Path(args.key))
+    def path(name: str | None) -> Path | None:
+        return Path(name) if name else None
+
+    report, notes = verify(
+        Path(args.file), path(args.checkpoint), path(args.key), args.url, args.token
+    )
+    for note in notes:
+        print(note, file=sys.stderr)
     for problem in report.problems:
         print(f"FAIL {problem}")
     if report.problems or report.checkpoint is None:
         print(f"not verified: {len(report.problems)} problems in {report.events} lines")
         return 1
-    cp = report.checkpoint
-    print(f"verified: {report.events} events, ids 1..{cp.size}, signed by {cp.origin}")
+    print(summary(report, report.checkpoint, remote=args.url is not None))
     return 0
 
 
@@ -394,10 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="only events at or after this ISO 8601 time")
     export.add_argument("--until", help="only events before this ISO 8601 time")
     export.set_defaults(func=cmd_export)
-    verify = sub.add_parser("verify", help="verify a complete export against a checkpoint")
-    verify.add_argument("file", help="an NDJSON or CSV export of ids 1..N")
-    verify.add_argument("--checkpoint", required=True, help="file: GET /api/log/checkpoint")
-    verify.add_argument("--key", required=True, help="file: the pinned GET /api/log/key")
+    verify = sub.add_parser("verify", help="verify an export against a signed checkpoint")
+    verify.add_argument("file", help="an NDJSON or CSV export (of ids 1..N, without --url)")
+    verify.add_argument("--checkpoint", help="file: GET /api/log/checkpoint (--url: fetched)")
+    verify.add_argument("--key", help="file: the pinned GET /api/log/key (--url: fetched)")
+    verify.add_argument("--url", help="check each event with the inclusion proofs of this server")
+    verify.add_argument(
+        "--token", default=os.environ.get("LIVEFEED_TOKEN"), help="read token (LIVEFEED_TOKEN)"
+    )
     verify.set_defaults(func=cmd_verify)
     return parser
 

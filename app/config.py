@@ -112,6 +112,10 @@ class Settings:
     demo_rate: float = 0.0
     log_format: str = "text"
     tls: Tls | None = None  # HTTPS, WSS and HTTP/2 (ALPN) on the one port, without a proxy
+    # The verifiable log's key (a C2SP signer key) and origin; checked when the store
+    # opens (app/store/signing.py), which keeps a generated key when none is given.
+    signing_key: str | None = dataclasses.field(default=None, repr=False)
+    log_origin: str | None = None
 
     @property
     def served_hosts(self) -> tuple[str, ...]:
@@ -370,4 +374,6 @@ def from_env(env: Mapping[str, str], flags: Mapping[str, str] | None = None) -> 
         demo_rate=_number(source, "LIVEFEED_DEMO_RATE", 0.0, 0, 10_000),
         log_format=log_format,
         tls=_tls(source),
+        signing_key=env.get("LIVEFEED_SIGNING_KEY") or None,
+        log_origin=env.get("LIVEFEED_LOG_ORIGIN") or None,
     )

@@ -24,6 +24,7 @@ from app.errors import (
     error_body,
 )
 from app.http.api_docs import api_docs
+from app.http.audit import AUDIT
 from app.http.dashboard import dashboard
 from app.http.diag import diagnosis
 from app.http.ops import operations
@@ -51,6 +52,7 @@ BLUEPRINTS = (
     operations,
     dashboard,
     api_docs,
+    *AUDIT,
 )
 
 

@@ -7,6 +7,7 @@ from app.store.base import (
     Appended,
     Bounds,
     LogReader,
+    LogTree,
     LogWriter,
     Maintenance,
     Page,
@@ -19,6 +20,7 @@ __all__ = [
     "Appended",
     "Bounds",
     "LogReader",
+    "LogTree",
     "LogWriter",
     "Maintenance",
     "Page",
@@ -39,13 +41,15 @@ def open_store(settings: Settings) -> Store:
             url,
             poll_interval_s=settings.poll_interval_s,
             max_bytes=settings.sqlite_max_bytes,
+            signing_key=settings.signing_key,
+            log_origin=settings.log_origin,
         )
     if url.startswith(("postgresql://", "postgres://")):
         # LISTEN/NOTIFY carries "the log advanced"; its poll is only a slow safety net,
         # so poll_interval_s (SQLite's change detection) does not apply.
         from app.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, signing_key=settings.signing_key, log_origin=settings.log_origin)
     raise ValueError(
         f"no store for {url!r}; use sqlite:///path/to/file.db or postgresql://user@host/db"
     )

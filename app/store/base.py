@@ -14,6 +14,7 @@ from typing import Protocol
 
 from app.config import Retention
 from app.events import EVERYTHING, Draft, Event, EventFilter
+from app.tlog import Node, SignerKey
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 #: The events table's columns, in Event.build's argument order.
@@ -145,7 +146,20 @@ class Maintenance(Protocol):
     async def count(self) -> int: ...
 
 
-class Store(LogReader, LogWriter, TicketStore, Maintenance, Protocol):
+class LogTree(Protocol):
+    """The log's Merkle tree and signing key: what checkpoints and proofs need.
+    The tree's size is the head (``bounds().latest_id``): both move in one commit."""
+
+    async def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        """The stored hashes of these complete subtrees, in the order asked
+        (:data:`app.tlog.ReadNodes`); one read, never a scan."""
+
+    @property
+    def signer(self) -> SignerKey:
+        """The key checkpoints are signed with (set when the store opens)."""
+
+
+class Store(LogReader, LogWriter, TicketStore, Maintenance, LogTree, Protocol):
     """A whole engine: each part above, plus its lifetime and health."""
 
     async def open(self) -> None: ...

@@ -5,12 +5,17 @@ installed wheel has them) run in order inside one transaction that also
 holds the database's write lock, so several processes starting together
 apply each migration exactly once.  A database that has seen a newer
 migration than this code knows is refused rather than guessed at.
+
+A migration may also have a Python *step*, run after its SQL in the same
+transaction, for work SQL cannot do (hashing the events into the Merkle
+tree); a step that raises :class:`MigrationError` leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +70,13 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
-def apply_sqlite_migrations(conn: sqlite3.Connection) -> list[int]:
+#: A migration's Python step on SQLite, by version.
+SqliteSteps = Mapping[int, Callable[[sqlite3.Connection], None]]
+
+
+def apply_sqlite_migrations(
+    conn: sqlite3.Connection, steps: SqliteSteps | None = None
+) -> list[int]:
     """Apply what is pending on an autocommit connection; returns the versions applied."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -75,6 +86,9 @@ def apply_sqlite_migrations(conn: sqlite3.Connection) -> list[int]:
         for migration in todo:
             for statement in split_statements(migration.sql):
                 conn.execute(statement)
+            step = (steps or {}).get(migration.version)
+            if step is not None:
+                step(conn)
             conn.execute(
                 "INSERT INTO schema_version (version, name, applied_at)"
                 " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",

@@ -11,7 +11,9 @@ taking it, so two attempts with one key, on any nodes, write once.
 
 Group commit (shared with SQLite, :mod:`app.store.group`): publishes that
 arrive while a transaction is in flight are written together in the next
-one, whose inserts, head update and NOTIFY are a single statement.
+one, whose inserts, Merkle tree nodes, head update and NOTIFY are a single
+statement when this node appended last (``APPEND_SQL`` says how), else a
+transaction that first takes the head lock.
 
 "The log advanced": the append statement calls ``pg_notify`` (delivered on
 commit; the payload is the new head id).  A dedicated connection listens and
@@ -26,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -47,22 +48,22 @@ from app.store.base import (
     RedeemedTicket,
     count_cutoff,
 )
-from app.store.group import AppendRequest, GroupCommitter, plan_group
+from app.store.group import AppendRequest, GroupCommitter
 from app.store.migrate import VERSION_TABLE, load_migrations, pending
+from app.store.postgres_append import Appender
 from app.store.postgres_sql import (
     AGED_OUT_SQL,
-    APPEND_SQL,
     CHANNEL,
-    EARLIER_KEYS_SQL,
     ISSUE_TICKET_SQL,
-    LOCK_HEAD_SQL,
     PURGE_SQL,
     REDEEM_TICKET_SQL,
     TRIM_SQL,
-    WRITE_SQL,
     page_query,
     page_rows,
 )
+from app.store.postgres_tree import build_tree, keep_signer, read_nodes
+from app.store.signing import opened, resolve_signer
+from app.tlog import Node, SignerKey
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -127,6 +128,10 @@ def translated(where: str) -> Iterator[None]:
         raise StoreUnavailable(_explain(exc, where)) from exc
 
 
+#: Migration steps that SQL cannot do: 0005 hashes the existing events into the tree.
+MIGRATION_STEPS: dict[int, Callable[[asyncpg.Connection], Awaitable[None]]] = {5: build_tree}
+
+
 async def apply_postgres_migrations(conn: asyncpg.Connection) -> list[int]:
     """Apply what is pending; returns the versions applied.
 
@@ -142,6 +147,9 @@ async def apply_postgres_migrations(conn: asyncpg.Connection) -> list[int]:
         todo = pending(load_migrations("postgresql"), applied)
         for migration in todo:
             await conn.execute(migration.sql)  # no arguments: a multi-statement script
+            step = MIGRATION_STEPS.get(migration.version)
+            if step is not None:
+                await step(conn)
             await conn.execute(
                 "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
                 migration.version,
@@ -149,13 +157,6 @@ async def apply_postgres_migrations(conn: asyncpg.Connection) -> list[int]:
                 utc_timestamp(),
             )
     return [m.version for m in todo]
-
-
-def _row(row: asyncpg.Record | None) -> asyncpg.Record:
-    """A statement's one row (log_head always has one; its absence is a broken schema)."""
-    if row is None:
-        raise StoreUnavailable("the log_head row is missing: the database was not migrated")
-    return row
 
 
 async def _end_transaction(conn: asyncpg.Connection) -> None:
@@ -176,8 +177,12 @@ class PostgresStore:
         pool_size: int = 10,
         safety_poll_s: float = SAFETY_POLL_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        signing_key: str | None = None,
+        log_origin: str | None = None,
     ) -> None:
         self.url = url
+        self._signing = (signing_key, log_origin)
+        self._signer: SignerKey | None = None
         self.where = describe_url(url)
         self._pool_size = pool_size
         self._safety_poll_s = safety_poll_s
@@ -186,7 +191,8 @@ class PostgresStore:
         self._write_pool: asyncpg.Pool | None = None
         self._closing = False
         self._watch = HeadWatch()
-        self._committer = GroupCommitter(self._commit_group, self._watch.committed)
+        self._appender = Appender(lambda: self._connection(write=True))
+        self._committer = GroupCommitter(self._appender.commit, self._watch.committed)
         self._tasks: list[asyncio.Task[None]] = []
 
     # Life cycle
@@ -197,6 +203,9 @@ class PostgresStore:
             conn = await self._connect()  # no query timeout: a migration may take long
             try:
                 await apply_postgres_migrations(conn)
+                self._signer = await resolve_signer(
+                    *self._signing, lambda make: keep_signer(conn, make)
+                )
                 head = await conn.fetchval("SELECT last_id FROM log_head")
             finally:
                 await conn.close(timeout=CLOSE_TIMEOUT_S)
@@ -289,51 +298,6 @@ class PostgresStore:
         self._check_open()
         return await self._committer.submit(AppendRequest(drafts, key, fingerprint))
 
-    async def _commit_group(self, requests: list[AppendRequest]) -> list[Appended | Exception]:
-        """One transaction for the group, holding the head lock from first to last."""
-        now = time.time()
-        keys = [request.key for request in requests if request.key]
-        if not keys:
-            return await self._append_group(requests, now)
-        async with self._connection(write=True) as conn, conn.transaction():
-            last_id, last_ts, clock = _row(await conn.fetchrow(LOCK_HEAD_SQL))
-            earlier: dict[str, tuple[str, str]] = {}
-            if keys:  # read after the lock: sees every key committed before us
-                rows = await conn.fetch(EARLIER_KEYS_SQL, keys, now - IDEMPOTENCY_WINDOW_S)
-                earlier = {row["key"]: (row["fingerprint"], row["receipt"]) for row in rows}
-            ts = max(clock, last_ts)  # never earlier than the previous event
-            plan = plan_group(requests, last_id, ts, earlier, now)
-            events = plan.events
-            if events:
-                key_columns = [list(column) for column in zip(*plan.keys, strict=True)]
-                await conn.execute(
-                    WRITE_SQL,
-                    [e.id for e in events],
-                    [e.type for e in events],
-                    [e.workflow_id for e in events],
-                    [e.data for e in events],
-                    ts,
-                    *(key_columns or [[], [], [], []]),  # key, fingerprint, receipt, created_at
-                    events[-1].id,
-                )
-        return plan.outcomes
-
-    async def _append_group(
-        self, requests: list[AppendRequest], now: float
-    ) -> list[Appended | Exception]:
-        """A group with no idempotency keys: one statement, one round trip."""
-        drafts = [draft for request in requests for draft in request.drafts]
-        async with self._connection(write=True) as conn:
-            row = await conn.fetchrow(
-                APPEND_SQL,
-                [d.type for d in drafts],
-                [d.workflow_id for d in drafts],
-                [d.data for d in drafts],
-                len(drafts),
-            )
-        last_id, ts, _ = _row(row)
-        return plan_group(requests, last_id, ts, {}, now).outcomes
-
     # "The log advanced": LISTEN plus a safety poll, reconnecting with backoff
 
     async def _follow_loop(self) -> None:
@@ -417,6 +381,14 @@ class PostgresStore:
 
     async def count(self) -> int:
         return await self._number("SELECT count(*) FROM events")
+
+    async def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        async with self._connection() as conn:
+            return await read_nodes(conn, nodes)
+
+    @property
+    def signer(self) -> SignerKey:
+        return opened(self._signer)
 
     async def trim(self, retention: Retention) -> int:
         """Delete up to a cutoff id, in chunks so that no transaction grows large."""

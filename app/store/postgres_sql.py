@@ -32,8 +32,17 @@ EARLIER_KEYS_SQL = (
     " WHERE key = ANY($1::text[]) AND created_at >= $2"
 )
 
+# Append a run of node hashes to its row of the Merkle tree (a new row starts
+# empty): rows are (chunk, hashes) pairs from app.store.tree.node_rows.
+GROW_TREE = (
+    "INSERT INTO tree_nodes (chunk, hashes) SELECT node.chunk, node.hashes FROM {source}"
+    " ON CONFLICT (chunk) DO UPDATE SET hashes = tree_nodes.hashes || EXCLUDED.hashes"
+)
+NODE_ROWS = "unnest({chunks}::bigint[], {hashes}::bytea[]) AS node (chunk, hashes)"
+
 # One statement writes the whole group: events ($1-$5), idempotency keys
-# ($6-$9), the new head ($10), and the NOTIFY that is delivered on commit.
+# ($6-$9), the new head ($10), the tree's new nodes ($11-$12), and the NOTIFY
+# that is delivered on commit.
 WRITE_SQL = f"""
 WITH written AS (
     INSERT INTO events ({COLUMNS})
@@ -45,29 +54,61 @@ WITH written AS (
     SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::float8[])
     ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
         receipt = EXCLUDED.receipt, created_at = EXCLUDED.created_at
+), grown AS (
+    {GROW_TREE.format(source=NODE_ROWS.format(chunks="$11", hashes="$12"))}
 )
 UPDATE log_head SET last_id = $10, last_ts = $5 RETURNING pg_notify('{CHANNEL}', last_id::text)
 """
 
-# A group without idempotency keys is one statement in its own transaction: it
-# waits for the head lock, writes the events, moves the head and queues the NOTIFY;
-# the lock is held for that statement and its commit, not across round trips.
-# ($1-$3 the events' columns, $4 how many.)  Reading last_id under FOR UPDATE
-# in READ COMMITTED sees the head as the previous appender committed it.
+#: How far a node's proposed ts may be from the database's clock (seconds).
+CLOCK_LEEWAY_S = 0.5
+
+# A group without idempotency keys, when this node appended last: one statement
+# in its own transaction.  The tree's new nodes depend on the events' bytes, so
+# on their ids and ts, which must be known before the statement is sent: the
+# node proposes them (ids after the head it last wrote, ts from its estimate of
+# the database's clock) with the nodes they make, and the statement writes it
+# all only if the head is still where the node left it and the ts is not before
+# the last one nor more than CLOCK_LEEWAY_S from the database's clock.  If not,
+# it writes nothing and the node appends under the head lock instead.  ($1 the
+# head expected, $2 the ts, $3-$5 the events' columns, $6 how many, $7-$8 the
+# node rows.)  Reading last_id under FOR UPDATE in READ COMMITTED sees the head
+# as the previous appender committed it; the lock is held for this statement
+# and its commit, not across round trips.
 APPEND_SQL = f"""
 WITH head AS (
-    SELECT last_id, greatest(last_ts, {DB_NOW}) AS ts FROM log_head FOR UPDATE
+    SELECT last_id, last_ts, extract(epoch FROM clock_timestamp())::float8 AS clock
+    FROM log_head FOR UPDATE
+), ok AS (
+    SELECT last_id FROM head
+    WHERE last_id = $1 AND $2::text >= last_ts
+      AND abs(extract(epoch FROM ($2::text)::timestamptz) - clock) <= {CLOCK_LEEWAY_S}
 ), written AS (
     INSERT INTO events ({COLUMNS})
-    SELECT head.last_id + batch.n, batch.type, batch.workflow_id, head.ts, batch.data
-    FROM head, unnest($1::text[], $2::text[], $3::text[])
+    SELECT ok.last_id + batch.n, batch.type, batch.workflow_id, $2::text, batch.data
+    FROM ok, unnest($3::text[], $4::text[], $5::text[])
          WITH ORDINALITY AS batch (type, workflow_id, data, n)
+), grown AS (
+    {GROW_TREE.format(source="ok, " + NODE_ROWS.format(chunks="$7", hashes="$8"))}
 ), moved AS (
-    UPDATE log_head SET last_id = head.last_id + $4, last_ts = head.ts FROM head
+    UPDATE log_head SET last_id = ok.last_id + $6, last_ts = $2::text FROM ok
     RETURNING pg_notify('{CHANNEL}', log_head.last_id::text)
 )
-SELECT head.last_id, head.ts, (SELECT count(*) FROM moved) AS moved FROM head
+SELECT head.clock, (SELECT count(*) FROM moved) AS moved FROM head
 """
+
+READ_NODES_SQL = "SELECT chunk, hashes FROM tree_nodes WHERE chunk = ANY($1::bigint[])"
+
+# The tree of a log written before it existed, built a page at a time.
+BUILD_TREE_SQL = GROW_TREE.format(source=NODE_ROWS.format(chunks="$1", hashes="$2"))
+
+# Keep $1 as the signing key unless one is kept.  A separate SELECT then reads
+# the winner: after a conflict with a racing insert, this statement's snapshot
+# would not show that row; the next statement's does.
+KEEP_SIGNER_SQL = (
+    "INSERT INTO log_signer (singleton, signer_key) VALUES (1, $1)"
+    " ON CONFLICT (singleton) DO NOTHING"
+)
 
 ISSUE_TICKET_SQL = (
     "INSERT INTO stream_tickets (digest, channel, expires_at, credential_expires_at)"

@@ -7,7 +7,8 @@ replay page costs one thread hop instead of one per statement.
 
 Group commit: publishes that arrive while a transaction is being written
 wait and are then committed together, so N concurrent publishers cost one
-fsync, not N.
+fsync, not N.  The same transaction writes the Merkle tree's new nodes
+(:mod:`app.store.sqlite_tree`), so events and tree never disagree.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ from app.store.base import (
 from app.store.group import AppendRequest, EarlierKeys, GroupCommitter, plan_group
 from app.store.migrate import apply_sqlite_migrations
 from app.store.seek import Seek, Window, id_range
+from app.store.signing import opened, resolve_signer
+from app.store.sqlite_tree import build_tree, extend_tree, keep_signer, read_nodes
+from app.store.tree import TreeEdge
+from app.tlog import Node, SignerKey
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +220,16 @@ def _earlier_keys(conn: sqlite3.Connection, keys: list[str], now: float) -> Earl
     return {key: (fingerprint, receipt) for key, fingerprint, receipt in rows}
 
 
-def _commit(conn: sqlite3.Connection, requests: list[AppendRequest]) -> list[Appended | Exception]:
-    """One transaction for the whole group; ids and ts come from log_head."""
+#: Migration steps that SQL cannot do: 0005 hashes the existing events into the tree.
+MIGRATION_STEPS = {5: build_tree}
+
+
+def _commit(
+    conn: sqlite3.Connection, requests: list[AppendRequest], edge: TreeEdge
+) -> list[Appended | Exception]:
+    """One transaction for the whole group, events and tree; ids and ts come from
+    log_head."""
+    frontier = None
     conn.execute("BEGIN IMMEDIATE")
     try:
         last_id, last_ts = conn.execute("SELECT last_id, last_ts FROM log_head").fetchone()
@@ -235,12 +248,15 @@ def _commit(conn: sqlite3.Connection, requests: list[AppendRequest]) -> list[App
                 " (key, fingerprint, receipt, created_at) VALUES (?, ?, ?, ?)",
                 plan.keys,
             )
+            frontier = extend_tree(conn, edge, last_id, plan.events)
             conn.execute("UPDATE log_head SET last_id = ?, last_ts = ?", (plan.events[-1].id, ts))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    if frontier is not None:
+        edge.keep(frontier, ts)
     return plan.outcomes
 
 
@@ -288,8 +304,13 @@ class SqliteStore:
         poll_interval_s: float = 0.05,
         readers: int = 2,
         max_bytes: int | None = None,
+        signing_key: str | None = None,
+        log_origin: str | None = None,
     ) -> None:
         self.path = sqlite_path(url)
+        self._signing = (signing_key, log_origin)
+        self._signer: SignerKey | None = None
+        self._edge = TreeEdge()  # used on the writer thread only
         self._poll_interval_s = poll_interval_s
         self._writer = _Thread(self.path, "livefeed-sqlite-writer", max_bytes)
         self._readers = [_Thread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)]
@@ -304,7 +325,10 @@ class SqliteStore:
         if self.path not in ("", ":memory:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         await self._writer.start()
-        await self._writer.run(apply_sqlite_migrations)
+        await self._writer.run(apply_sqlite_migrations, MIGRATION_STEPS)
+        self._signer = await resolve_signer(
+            *self._signing, lambda make: self._writer.run(keep_signer, make)
+        )
         for reader in [*self._readers, self._lookup]:
             await reader.start()
         self._watch.advance((await self.bounds()).latest_id)
@@ -333,7 +357,7 @@ class SqliteStore:
         return await self._committer.submit(AppendRequest(drafts, key, fingerprint))
 
     async def _commit_group(self, requests: list[AppendRequest]) -> list[Appended | Exception]:
-        return await self._writer.run(_commit, requests)
+        return await self._writer.run(_commit, requests, self._edge)
 
     async def issue_ticket(
         self,
@@ -399,6 +423,13 @@ class SqliteStore:
             return Bounds(oldest_id=oldest if oldest is not None else head + 1, latest_id=head)
 
         return await self._lookup.run(fetch)
+
+    async def read_nodes(self, nodes: Sequence[Node]) -> list[bytes]:
+        return await self._reader().run(read_nodes, nodes)
+
+    @property
+    def signer(self) -> SignerKey:
+        return opened(self._signer)
 
     async def count(self) -> int:
         return await self._reader().run(

@@ -54,14 +54,12 @@ def verify_records(records: Iterable[Record], checkpoint: Checkpoint) -> tuple[i
     """Check records that should be leaves 1..N of ``checkpoint`` (already
     verified); returns how many were read and every problem found."""
     size = checkpoint.size
-    seen = bytearray(size + 1)
+    ids = IdTally(size)
     frontier = Frontier()
     expected = 1  # while every id so far was the next one, the root is streamed
     count = highest = 0
-    repeated: list[int] = []
     out_of_order: list[int] = []
-    beyond: list[int] = []
-    badly_encoded = _BadLines()
+    badly_encoded = BadLines()
     for record in records:
         count += 1
         if record.problem is not None:
@@ -70,21 +68,16 @@ def verify_records(records: Iterable[Record], checkpoint: Checkpoint) -> tuple[i
         if ident is not None and ident == expected:
             expected += 1
             if ident <= size:
-                frontier.push(leaf_hash(record.leaf))
+                frontier.append((leaf_hash(record.leaf),))
         else:
             expected = 0  # no id matches again
         if ident is None:
             continue
-        if not 1 <= ident <= size:
-            beyond.append(ident)
-        elif seen[ident]:
-            repeated.append(ident)
-        else:
-            seen[ident] = 1
-            if ident < highest:
-                out_of_order.append(ident)
+        if ids.first_time(ident) and ident < highest:
+            out_of_order.append(ident)
         highest = max(highest, ident)
-    problems = _id_problems(seen, size, repeated, out_of_order, beyond)
+    problems = [f"ids missing: {missing}"] if (missing := _format_runs(ids.missing())) else []
+    problems += ids.problems(("out of order", out_of_order))
     problems += badly_encoded.problems()
     if not expected or frontier.size != size:
         problems.append(f"root not compared: the lines are not ids 1..{size} in order")
@@ -96,30 +89,47 @@ def verify_records(records: Iterable[Record], checkpoint: Checkpoint) -> tuple[i
     return count, problems
 
 
-def _id_problems(
-    seen: bytearray, size: int, repeated: list[int], out_of_order: list[int], beyond: list[int]
-) -> list[str]:
-    named = [
-        ("missing", _format_runs(_unseen_runs(seen))),
-        ("repeated", id_ranges(repeated)),
-        ("out of order", id_ranges(out_of_order)),
-        (f"outside 1..{size}, the checkpoint's size", id_ranges(beyond)),
-    ]
-    return [f"ids {what}: {ranges}" for what, ranges in named if ranges]
+class IdTally:
+    """Which ids of 1..size an export holds, and which it repeats or has outside."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen = bytearray(size + 1)
+        self.repeated: list[int] = []
+        self.beyond: list[int] = []
+
+    def first_time(self, ident: int) -> bool:
+        """Count ``ident``: True when it is in 1..size and was not seen before."""
+        if not 1 <= ident <= self.size:
+            self.beyond.append(ident)
+        elif self._seen[ident]:
+            self.repeated.append(ident)
+        else:
+            self._seen[ident] = 1
+            return True
+        return False
+
+    def missing(self) -> list[tuple[int, int]]:
+        """Runs of ids 1..size not seen, found a run at a time (not id by id)."""
+        runs, start = [], self._seen.find(0, 1)
+        while start >= 0:
+            end = self._seen.find(1, start)
+            end = len(self._seen) if end < 0 else end
+            runs.append((start, end - 1))
+            start = self._seen.find(0, end)
+        return runs
+
+    def problems(self, *others: tuple[str, list[int]]) -> list[str]:
+        """``ids <what>: <ranges>`` for the repeated, the outside, and ``others``."""
+        named = [
+            *others,
+            ("repeated", self.repeated),
+            (f"outside 1..{self.size}, the checkpoint's size", self.beyond),
+        ]
+        return [f"ids {what}: {id_ranges(ids)}" for what, ids in named if ids]
 
 
-def _unseen_runs(seen: bytearray) -> list[tuple[int, int]]:
-    """Runs of ids 1.. whose flag is 0, found a run at a time (not id by id)."""
-    runs, start = [], seen.find(0, 1)
-    while start >= 0:
-        end = seen.find(1, start)
-        end = len(seen) if end < 0 else end
-        runs.append((start, end - 1))
-        start = seen.find(0, end)
-    return runs
-
-
-class _BadLines:
+class BadLines:
     """Lines that are not the server's encoding: the first ones with their
     reasons, the rest only as numbers (a wholly re-encoded export is large)."""
 

@@ -13,12 +13,12 @@ smaller than ``n``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-_LEAF = b"\x00"
-_NODE = b"\x01"
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
 
 Range = tuple[int, int]
 
@@ -33,12 +33,19 @@ class ProofError(ValueError):
 
 def leaf_hash(leaf: bytes) -> bytes:
     """SHA-256(0x00 || leaf): the leaf's hash in the tree."""
-    return hashlib.sha256(_LEAF + leaf).digest()
+    return hashlib.sha256(LEAF_PREFIX + leaf).digest()
+
+
+def leaf_hashes(leaves: Iterable[bytes]) -> list[bytes]:
+    """:func:`leaf_hash` of each leaf, without a call per leaf (every append hashes
+    each of its events)."""
+    sha256 = hashlib.sha256
+    return [sha256(LEAF_PREFIX + leaf).digest() for leaf in leaves]
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right): an interior node's hash."""
-    return hashlib.sha256(_NODE + left + right).digest()
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
 def split_point(n: int) -> int:

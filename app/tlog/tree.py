@@ -17,11 +17,14 @@ so a store can use it as an append-only integer key.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from app.tlog.merkle import (
     EMPTY_ROOT,
+    HASH_SIZE,
+    NODE_PREFIX,
     Range,
     consistency_path,
     inclusion_path,
@@ -123,10 +126,21 @@ class Frontier:
     @classmethod
     async def load(cls, size: int, read: ReadNodes) -> Frontier:
         """The frontier of the stored tree of ``size`` leaves, from one read."""
+        nodes = cls.nodes(size)
+        return cls.of(size, await read(nodes) if nodes else [])
+
+    @staticmethod
+    def nodes(size: int) -> list[Node]:
+        """The nodes a frontier of ``size`` leaves is made of, left to right."""
         if size < 0:
             raise ValueError(f"a tree cannot have {size} leaves")
-        nodes = cover(0, size)
-        hashes = await read(nodes) if nodes else []
+        return cover(0, size)
+
+    @classmethod
+    def of(cls, size: int, hashes: Sequence[bytes]) -> Frontier:
+        """The frontier of ``size`` leaves from the hashes of its :meth:`nodes`, for a
+        store that reads them without awaiting (SQLite's writer thread)."""
+        nodes = cls.nodes(size)
         if len(hashes) != len(nodes):
             raise MissingNodesError(f"asked the store for {len(nodes)} nodes, got {len(hashes)}")
         frontier = cls()
@@ -135,20 +149,35 @@ class Frontier:
         frontier._hashes = list(hashes)
         return frontier
 
+    def append(self, leaves: Iterable[bytes]) -> bytes:
+        """Append leaf hashes; returns the hashes of the nodes they complete (each
+        leaf's own hash, then the subtrees it closes, level by level), concatenated
+        in position order: after ``n`` leaves, from position ``2n - popcount(n)``
+        on.  That is the run a store appends to its rows, in one pass."""
+        levels, hashes = self._levels, self._hashes
+        run: list[bytes] = []
+        keep = run.append
+        sha256 = hashlib.sha256  # node_hash, inlined: this runs for every event appended
+        count = 0
+        for leaf in leaves:
+            keep(leaf)
+            level, value = 0, leaf
+            while levels and levels[-1] == level:
+                levels.pop()
+                value = sha256(NODE_PREFIX + hashes.pop() + value).digest()
+                keep(value)
+                level += 1
+            levels.append(level)
+            hashes.append(value)
+            count += 1
+        self.size += count
+        return b"".join(run)
+
     def push(self, leaf: bytes) -> list[bytes]:
         """Append one leaf hash; returns the hashes of the nodes it completes,
         the ``k``-th being node ``(k, index >> k)`` for the leaf's ``index``."""
-        levels, hashes = self._levels, self._hashes
-        created, level, value = [leaf], 0, leaf
-        while levels and levels[-1] == level:
-            levels.pop()
-            value = node_hash(hashes.pop(), value)
-            created.append(value)
-            level += 1
-        levels.append(level)
-        hashes.append(value)
-        self.size += 1
-        return created
+        run = self.append((leaf,))
+        return [run[at : at + HASH_SIZE] for at in range(0, len(run), HASH_SIZE)]
 
     def extend(self, leaves: Iterable[bytes]) -> list[tuple[Node, bytes]]:
         """Append leaf hashes; returns every node they complete, in append

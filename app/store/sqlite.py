@@ -16,14 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from app.config import Retention
 from app.errors import StoreUnavailable
@@ -43,86 +41,19 @@ from app.store.group import AppendRequest, EarlierKeys, GroupCommitter, plan_gro
 from app.store.migrate import apply_sqlite_migrations
 from app.store.seek import Seek, Window, id_range
 from app.store.signing import opened, resolve_signer
+from app.store.sqlite_thread import SqliteThread, read_only
 from app.store.sqlite_tree import build_tree, extend_tree, keep_signer, read_nodes
 from app.store.tree import TreeEdge
 from app.tlog import Node, SignerKey
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-BUSY_TIMEOUT_MS = 5000
 
 
 def sqlite_path(url: str) -> str:
     """``sqlite:///./data/x.db`` -> ``./data/x.db``; ``sqlite:////abs`` -> ``/abs``."""
     path = url.removeprefix("sqlite://")
     return path[1:] if path.startswith("/") else path
-
-
-class _Thread:
-    """A sqlite3 connection confined to a thread of its own."""
-
-    def __init__(self, path: str, name: str, max_bytes: int | None = None) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
-        self._path = path
-        self._max_bytes = max_bytes
-        self._conn: sqlite3.Connection | None = None
-        self.busy = 0  # calls queued or running here (that a caller still awaits)
-
-    def _connect(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        if self._max_bytes is not None:  # a full "disk": appends fail, nothing half-written
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page_size)}")
-        self._conn = conn
-
-    async def start(self) -> None:
-        await self.run(lambda _conn: None)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        def call() -> T:
-            if self._conn is None:
-                self._connect()
-            return fn(self._conn, *args)
-
-        self.busy += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(_explain(exc, self._path)) from exc
-        finally:
-            self.busy -= 1
-
-    async def close(self) -> None:
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-
-        with contextlib.suppress(Exception):
-            await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=False)
-
-
-def _read_only(path: str) -> bool:
-    """The database file or its WAL can no longer be written (made read-only or
-    immutable, or its file system remounted read-only), even though it is open."""
-    if path in ("", ":memory:"):
-        return False
-    return any(os.path.exists(f) and not os.access(f, os.W_OK) for f in (path, path + "-wal"))
-
-
-def _explain(exc: sqlite3.Error, path: str) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return "the database is locked by another process; try again shortly"
-    if "full" in text:
-        return "the disk holding the database is full"
-    if "readonly" in text or ("disk I/O" in text and _read_only(path)):
-        return "the database file is read-only"
-    return f"the database failed: {text}"
 
 
 #: The index each kind of keyed page reads (by: workflow ids given, types given).
@@ -265,7 +196,7 @@ def _probe_write_lock(conn: sqlite3.Connection, path: str) -> None:
     when the file became read-only (taking the lock writes nothing, so it would pass)."""
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("ROLLBACK")
-    if _read_only(path):
+    if read_only(path):
         raise sqlite3.OperationalError("attempt to write a readonly database")
 
 
@@ -312,11 +243,13 @@ class SqliteStore:
         self._signer: SignerKey | None = None
         self._edge = TreeEdge()  # used on the writer thread only
         self._poll_interval_s = poll_interval_s
-        self._writer = _Thread(self.path, "livefeed-sqlite-writer", max_bytes)
-        self._readers = [_Thread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)]
+        self._writer = SqliteThread(self.path, "livefeed-sqlite-writer", max_bytes)
+        self._readers = [
+            SqliteThread(self.path, f"livefeed-sqlite-reader{n}") for n in range(readers)
+        ]
         # Point lookups (bounds for a handshake, one event, the head poll) never queue
         # behind pages: each page is bounded, but many readers' pages add up.
-        self._lookup = _Thread(self.path, "livefeed-sqlite-lookup")
+        self._lookup = SqliteThread(self.path, "livefeed-sqlite-lookup")
         self._watch = HeadWatch()
         self._committer = GroupCommitter(self._commit_group, self._watch.committed)
         self._tasks: list[asyncio.Task[None]] = []
@@ -345,7 +278,7 @@ class SqliteStore:
         for thread in [self._writer, *self._readers, self._lookup]:
             await thread.close()
 
-    def _reader(self) -> _Thread:
+    def _reader(self) -> SqliteThread:
         """The page reader with the fewest calls waiting: a page waits for as few
         others as possible (each is bounded by its page, :mod:`app.store.seek`)."""
         return min(self._readers, key=lambda reader: reader.busy)

@@ -92,6 +92,7 @@ def measure(args: argparse.Namespace) -> tuple[list[list[Any]], list[list[Any]]]
     rng = random.Random(9162)
     size = args.events
     server = Server(pin=not args.no_pin, database_url=url).start()
+    pin_load_generator(not args.no_pin)  # after the server, which is pinned only while we may
     try:
         inclusion = [
             f"/api/log/proof/inclusion?id={rng.randint(1, size)}&tree_size={size}"
@@ -151,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.events, args.proofs = 2000, 50
     use_uvloop()
-    pin_load_generator(not args.no_pin)
     print(environment_line(not args.no_pin))
     try:
         requests, whole = measure(args)

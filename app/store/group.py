@@ -176,8 +176,8 @@ class GroupCommitter:
             if isinstance(outcome, Appended)
             for event in outcome.events
         ]
-        if written:  # delivery starts before the 201s go out
-            self._on_committed(sorted(written, key=lambda event: event.id))
+        if written:  # delivery starts before the 201s go out; plan_group numbered the
+            self._on_committed(written)  # requests in order, so these are in id order
         for request, outcome in zip(group, outcomes, strict=True):
             if request.future.done():
                 continue

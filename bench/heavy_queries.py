@@ -44,6 +44,7 @@ import orjson
 
 from app.events import utc_timestamp
 from app.store.migrate import apply_sqlite_migrations
+from app.store.sqlite_tree import build_tree
 from bench.common import (
     HOST,
     BenchFailure,
@@ -100,6 +101,7 @@ def seed_file(path: Path, events: int) -> None:
             )
         last_ts = utc_timestamp(first + timedelta(milliseconds=10 * events))
         conn.execute("UPDATE log_head SET last_id = ?, last_ts = ?", (events, last_ts))
+        build_tree(conn)  # the log's Merkle tree, as the store keeps it with every append
         conn.execute("COMMIT")
     finally:
         conn.close()

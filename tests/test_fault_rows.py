@@ -35,7 +35,10 @@ from app.config import Settings
 from app.events import Draft, Event, utc_timestamp
 from app.server import hypercorn_config
 from app.store.postgres import PostgresStore
+from app.store.postgres_sql import BUILD_TREE_SQL
+from app.store.postgres_tree import load_frontier, node_columns
 from app.store.sqlite import SqliteStore
+from app.store.tree import grow
 from tests.sse_parser import SSEParser
 from tests.support import (
     CONTROL_TYPES,
@@ -335,6 +338,17 @@ def test_row43_postgres_unrelated_long_transaction_does_not_stop_publishing(
 
 # FAULTS 44: PostgreSQL NOTIFY carries only the id; a lost NOTIFY is covered by the poll
 
+async def keep_the_tree(conn: asyncpg.Connection, event_id: int) -> None:
+    """Add a directly inserted event's leaf to the log's Merkle tree, as every append
+    does (with the store's own tree code), so that later appends find its nodes."""
+    row = await conn.fetchrow(
+        "SELECT id, type, workflow_id, ts, data FROM events WHERE id = $1", event_id
+    )
+    frontier = await load_frontier(conn, event_id - 1)
+    rows = grow(frontier, [Event.build(*row)])
+    await conn.execute(BUILD_TREE_SQL, *node_columns(rows))
+
+
 SNEAK_IN_SQL = """
 WITH head AS (
     SELECT last_id + 1 AS id,
@@ -374,6 +388,7 @@ def test_row44_postgres_notify_is_only_the_id_and_a_lost_one_is_covered_by_the_p
 
                 async with writer.transaction():
                     sneaked = await writer.fetchval(SNEAK_IN_SQL)
+                    await keep_the_tree(writer, sneaked)
                 started = time.monotonic()
                 frame = orjson.loads(await asyncio.wait_for(ws.recv(), 3))
                 waited = time.monotonic() - started

@@ -197,3 +197,23 @@ def event_ids(messages: list[SSEMessage]) -> list[int]:
 
 
 CONTROL_TYPES = {"connection_established", "heartbeat", "replay_truncated", "stream_error", "pong"}
+
+
+async def ws_on_every_worker(
+    url: str, workers: int, at_least: int, attempts: int = 64
+) -> tuple[list[Any], set[str]]:
+    """Open WebSockets to `url` until `at_least` are open and the hellos name
+    `workers` distinct nodes. Which worker accepts a connection on a shared
+    listening socket is the kernel's choice, and on a loaded machine one worker
+    can take a run of them, so a fixed number of sockets spreads only usually."""
+    from websockets.asyncio.client import connect
+
+    sockets: list[Any] = []
+    nodes: set[str] = set()
+    for _ in range(attempts):
+        if len(sockets) >= at_least and len(nodes) >= workers:
+            break
+        ws = await connect(url)
+        sockets.append(ws)
+        nodes.add(orjson.loads(await ws.recv())["node"])
+    return sockets, nodes

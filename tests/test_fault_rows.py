@@ -48,6 +48,7 @@ from tests.support import (
     event_ids,
     fresh_postgres_url,
     skip_or_fail,
+    ws_on_every_worker,
 )
 
 JSON = {"Content-Type": "application/json"}
@@ -243,10 +244,13 @@ def test_row42_three_processes_appending_at_once_never_report_a_locked_database(
             return answers
 
         async def scenario() -> tuple[set[str], list[list[int]], list[Any]]:
-            sockets = [await connect(workers.ws_url + "/ws/validation_updates") for _ in range(8)]
-            sockets += [await connect(single.ws_url + "/ws/validation_updates") for _ in range(2)]
+            sockets, nodes = await ws_on_every_worker(
+                workers.ws_url + "/ws/validation_updates", workers=2, at_least=8)
+            more, other = await ws_on_every_worker(
+                single.ws_url + "/ws/validation_updates", workers=1, at_least=2)
+            sockets += more
+            nodes |= other
             try:
-                nodes = {orjson.loads(await ws.recv())["node"] for ws in sockets}
                 targets = [workers, single] * 3
                 published = await asyncio.gather(
                     *(publisher(s, mine) for s, mine in zip(targets, sizes, strict=True))

@@ -1,9 +1,10 @@
 """The event envelope: strict validation on the way in, one encoding on the way out.
 
 An event is encoded exactly once, when it is read from the store, into the
-bytes every transport sends: the compact JSON envelope (WebSocket text frame,
-long-poll, NDJSON) and the SSE frame that carries the same JSON on its one
-``data:`` line.  Subscribers share those bytes; nobody re-encodes per client.
+bytes every transport sends: the compact JSON envelope (long-poll, NDJSON),
+the SSE frame that carries the same JSON on its one ``data:`` line, and the
+WebSocket text frame that carries it whole.  Subscribers share those bytes;
+nobody re-encodes per client.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ SSE_SEPARATOR = "\n"
 ERROR_CONTROL = "stream_error"
 
 
+def websocket_text_frame(payload: bytes) -> bytes:
+    """One unfragmented, unmasked WebSocket text frame (RFC 6455 §5.2), as a server
+    sends it.  With no extension negotiated (Livefeed never negotiates one), a
+    server frame is the same bytes for every client, so it is built once."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+
+
 def is_workflow_id(value: str) -> bool:
     """A workflow id a publisher may use and a reader may name."""
     return WORKFLOW_ID_RE.fullmatch(value) is not None and value not in DOT_SEGMENTS
@@ -84,6 +97,7 @@ class Event:
     json: bytes
     text: str
     sse: bytes
+    ws: bytes  # the WebSocket text frame
 
     @classmethod
     def build(cls, id: int, type: str, workflow_id: str | None, ts: str, data: str) -> Event:
@@ -95,7 +109,9 @@ class Event:
         # holds them equal), without its per-field line splitting: the id is an int,
         # the type cannot hold CR/LF, and compact JSON escapes every line break.
         frame = f"id: {id}\nevent: {type}\ndata: {text}\n\n".encode()
-        return cls(id, type, workflow_id, ts, data, text.encode(), text, frame)
+        envelope = text.encode()
+        ws = websocket_text_frame(envelope)
+        return cls(id, type, workflow_id, ts, data, envelope, text, frame, ws)
 
     def envelope(self) -> dict[str, Any]:
         envelope: dict[str, Any] = orjson.loads(self.json)
@@ -110,6 +126,7 @@ class Control:
     json: bytes
     text: str
     sse: bytes
+    ws: bytes  # the WebSocket text frame
     id: None = None
 
     @classmethod
@@ -117,7 +134,8 @@ class Control:
         """``sse_retry`` also sets the EventSource reconnection delay (a ``retry:`` line)."""
         text = orjson.dumps({"type": type, **fields}).decode()
         frame = ServerSentEvent(text, event=type, retry=sse_retry, sep=SSE_SEPARATOR).encode()
-        return cls(type, text.encode(), text, frame)
+        envelope = text.encode()
+        return cls(type, envelope, text, frame, websocket_text_frame(envelope))
 
 
 Frame = Event | Control

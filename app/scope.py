@@ -12,6 +12,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: A scope extension and send message of Livefeed's own server: once a WebSocket is
+#: accepted, ``{"type": WEBSOCKET_FRAMES, "data": bytes}`` writes ready-made frames
+#: (:func:`app.events.websocket_text_frame`) to the socket as they are.  A frame
+#: shared by every subscriber is then built once and written with no per-client
+#: framing, and several frames go out in one write.
+WEBSOCKET_FRAMES = "livefeed.websocket.frames"
+
 
 def header(scope: Scope, name: bytes) -> str | None:
     """The last value of a (lower-case) request header, decoded as Latin-1."""

@@ -42,6 +42,7 @@ WS_METHODS = {
     "_send_error_response": ["self", "status_code"],
     "_accept": ["self", "message"],
     "_send_wsproto_event": ["self", "event"],
+    "app_send": ["self", "message"],
 }
 #: Names a function's code must use: the call sites and lookups the fixes rely on.
 USES: list[tuple[object, str, tuple[str, ...]]] = [
@@ -56,6 +57,7 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (WSStream, "handle", ("Handshake", "is_valid", "_send_error_response", "spawn_app")),
     (WSStream, "_accept", ("accept", "connection")),
     (WSStream, "app_send", ("_send_error_response",)),
+    (WSStream, "_send_wsproto_event", ("send", "Data", "stream_id")),
     (WSStream, "_handle_events", ("FrameTooLargeError", "_send_wsproto_event")),
     (WSStream, "_handle_events", ("REMOTE_CLOSING", "response")),
     (Handshake, "accept", ("extensions", "server_extensions_handshake", "Connection")),

@@ -25,6 +25,11 @@ Why each change:
    17 MiB frame: no close seen within 10 s).  Here the rest is read and dropped
    until the client's close, and a client that never replies to Hypercorn's own
    close is cut after ``CLOSE_REPLY_TIMEOUT_S`` (the application was never told).
+5. **Ready-made frames.**  Every event's WebSocket frame is the same bytes for every
+   subscriber (no compression, 1.), so the application builds it once and sends it
+   as :data:`~app.scope.WEBSOCKET_FRAMES` (announced in the scope's extensions at
+   accept); it is written as it is, several frames in one write, instead of a
+   wsproto encoding and a write per frame and subscriber.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ import logging
 
 from hypercorn.protocol.events import Body, Data, EndBody, Event, Request, Response, StreamClosed
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
-from hypercorn.typing import WebsocketAcceptEvent
+from hypercorn.typing import ASGISendEvent, WebsocketAcceptEvent
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
 from wsproto.events import Event as WSProtoEvent
 
 from app.errors import HTTP_CODES, JSON_HEADERS, error_body
 from app.hypercorn_fixes.extensions import offer_problem
+from app.scope import WEBSOCKET_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +138,15 @@ class LivefeedWSStream(WSStream):
     async def _accept(self, message: WebsocketAcceptEvent) -> None:
         self.handshake.extensions = None  # the client's offer: never negotiated
         await super()._accept(message)
+        self.scope["extensions"][WEBSOCKET_FRAMES] = {}
+
+    async def app_send(self, message: ASGISendEvent | None) -> None:
+        if message is None or message["type"] != WEBSOCKET_FRAMES:
+            await super().app_send(message)
+        elif not self.closed and self.connection.state is ConnectionState.OPEN:
+            # as wsproto would send them; after a close they are dropped, as it drops them
+            data: bytes = message["data"]  # type: ignore[typeddict-item]
+            await self.send(Data(stream_id=self.stream_id, data=data))
 
     def _closing(self) -> bool:
         """The server sent its close and waits for the client's."""

@@ -24,10 +24,10 @@ from app.errors import (
     EndReason,
     closed_by_policy,
 )
-from app.events import Control, Frame
+from app.events import Control, Frame, websocket_text_frame
 from app.query import StreamRequest
 from app.runtime import Runtime
-from app.scope import Receive, Scope, Send, header
+from app.scope import WEBSOCKET_FRAMES, Receive, Scope, Send, header
 from app.security.hosts import request_origin_parts
 from app.security.origins import origin_refusal
 from app.streams.connection import Connection, refuse_websocket
@@ -48,28 +48,51 @@ MESSAGE_TOO_BIG = EndReason(
 )
 
 
-def batched_texts(frames: list[Frame]) -> list[str]:
-    """With ``?batch=1``: each run of events in one write as one frame, a JSON array of
-    envelopes; controls stay separate frames, in their place (a ``subscribed`` frame
-    marks a position in the stream).  Each WebSocket frame costs the server about as
-    much as the bytes it carries, so this is the fast path."""
-    texts: list[str] = []
-    run: list[str] = []
+def batched(frames: list[Frame]) -> list[Frame | list[Frame]]:
+    """With ``?batch=1``: each run of events in one write becomes one frame, a JSON
+    array of envelopes (a run of one stays a plain envelope); controls stay separate
+    frames, in their place (a ``subscribed`` frame marks a position in the stream).
+    Each WebSocket frame costs a client about as much as the bytes it carries, so
+    this is the fast path for clients that can take it."""
+    out: list[Frame | list[Frame]] = []
+    run: list[Frame] = []
     for frame in frames:
         if frame.id is not None:
-            run.append(frame.text)
+            run.append(frame)
             continue
         if run:
-            texts.append(_array(run))
+            out.append(run[0] if len(run) == 1 else run)
             run = []
-        texts.append(frame.text)
+        out.append(frame)
     if run:
-        texts.append(_array(run))
-    return texts
+        out.append(run[0] if len(run) == 1 else run)
+    return out
 
 
-def _array(texts: list[str]) -> str:
-    return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
+def frame_bytes(frames: list[Frame], batch: bool) -> bytes:
+    """The WebSocket frames for one write, ready-made: each event's shared frame,
+    or with ``batch`` an array frame per run of events."""
+    if not batch:
+        return b"".join(frame.ws for frame in frames)
+    return b"".join(
+        piece.ws
+        if not isinstance(piece, list)
+        else websocket_text_frame(b"[" + b",".join(frame.json for frame in piece) + b"]")
+        for piece in batched(frames)
+    )
+
+
+def frame_texts(frames: list[Frame], batch: bool) -> list[str]:
+    """The same messages as :func:`frame_bytes`, as text for a server that frames
+    them itself."""
+    if not batch:
+        return [frame.text for frame in frames]
+    return [
+        piece.text
+        if not isinstance(piece, list)
+        else "[" + ",".join(frame.text for frame in piece) + "]"
+        for piece in batched(frames)
+    ]
 
 
 class WebSocketWire(Connection):
@@ -78,6 +101,7 @@ class WebSocketWire(Connection):
     transport = "websocket"
     prefix = "/ws/"
     _batch = False  # ?batch=1: several events per frame (set by check())
+    _ready_made = False  # the server writes frames built once (set by start())
 
     def check(self, request: StreamRequest, client: str) -> None:
         """Browsers must come from an allowed origin: CORS does not cover WebSockets."""
@@ -100,11 +124,15 @@ class WebSocketWire(Connection):
 
     async def start(self, hello: Control) -> None:
         await self._send({"type": "websocket.accept"})
-        await self._send_text(hello.text)
+        self._ready_made = WEBSOCKET_FRAMES in (self.scope.get("extensions") or {})
+        await self.write([hello])
 
     async def write(self, frames: list[Frame]) -> None:
-        texts = batched_texts(frames) if self._batch else [frame.text for frame in frames]
-        for text in texts:
+        if self._ready_made:
+            data = frame_bytes(frames, self._batch)
+            await self._send({"type": WEBSOCKET_FRAMES, "data": data})
+            return
+        for text in frame_texts(frames, self._batch):
             await self._send_text(text)
 
     async def listen(self, live: Live) -> EndReason:

@@ -328,29 +328,47 @@ def drafts_from_value(parsed: Any, max_event_bytes: int) -> list[Draft]:
 
 
 def _draft(item: EventIn, index: int, batch: bool, max_event_bytes: int) -> Draft:
-    where = f"events[{index}]." if batch else ""
-    if item.workflow_id == ALL_EVENTS_CHANNEL:
+    """Runs for every event published: the checks that pass cost next to nothing,
+    and only a failing one builds its message."""
+    workflow_id = item.workflow_id
+    if workflow_id == ALL_EVENTS_CHANNEL:
         raise Rejected(
             "invalid_event",
-            f"{where}workflow_id: {ALL_EVENTS_CHANNEL!r} is reserved for the all-events channel",
+            f"{_where(index, batch)}workflow_id: {ALL_EVENTS_CHANNEL!r} is reserved for the "
+            "all-events channel",
         )
-    if item.workflow_id in DOT_SEGMENTS:
+    if workflow_id in DOT_SEGMENTS:
         raise Rejected(
             "invalid_event",
-            f"{where}workflow_id: {item.workflow_id!r} is not a workflow id "
+            f"{_where(index, batch)}workflow_id: {workflow_id!r} is not a workflow id "
             "(URLs resolve it away, so no browser could stream it)",
         )
     data = item.data or {}
-    if _depth(data) > MAX_DATA_DEPTH:
-        raise Rejected("invalid_event", f"{where}data is nested deeper than {MAX_DATA_DEPTH}")
     try:
         encoded = orjson.dumps(data)
     except TypeError as exc:  # lone surrogates survive Python's parser, not UTF-8
-        raise Rejected("invalid_event", f"{where}data: {exc}")
+        if _depth(data) > MAX_DATA_DEPTH:  # orjson's own limit is deeper than ours
+            raise _too_deep(index, batch)
+        raise Rejected("invalid_event", f"{_where(index, batch)}data: {exc}")
+    # Each level of nesting takes a bracket: data with few brackets (almost all of it)
+    # cannot be too deep, and is not walked.
+    if encoded.count(b"{") + encoded.count(b"[") > MAX_DATA_DEPTH and _depth(data) > MAX_DATA_DEPTH:
+        raise _too_deep(index, batch)
     if len(encoded) > max_event_bytes:
         raise Rejected(
             "event_too_large",
-            f"{where}data is {len(encoded)} bytes as compact JSON; the limit is {max_event_bytes}",
+            f"{_where(index, batch)}data is {len(encoded)} bytes as compact JSON; "
+            f"the limit is {max_event_bytes}",
             too_large=True,
         )
-    return Draft(item.type, item.workflow_id, encoded.decode())
+    return Draft(item.type, workflow_id, encoded.decode())
+
+
+def _where(index: int, batch: bool) -> str:
+    return f"events[{index}]." if batch else ""
+
+
+def _too_deep(index: int, batch: bool) -> Rejected:
+    return Rejected(
+        "invalid_event", f"{_where(index, batch)}data is nested deeper than {MAX_DATA_DEPTH}"
+    )

@@ -103,6 +103,9 @@ class Settings:
     retry_ms: int = 3000
     write_timeout_s: float = 30.0
     poll_interval_s: float = 0.05
+    # Where the workers of one supervisor nudge each other after appending
+    # (app/store/nudge.py); set for its workers by app/server.py, never by from_env.
+    wake_dir: str | None = None
     sqlite_max_bytes: int | None = None
     max_connections: int = 10_000
     max_connections_per_client: int = 1_000

@@ -9,6 +9,7 @@ and wait for connections to finish, at most ``GRACEFUL_TIMEOUT_S``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ KEEP_ALIVE_TIMEOUT_S = 5.0
 BACKLOG = 2048
 MAX_CLIENT_FRAME_BYTES = 1024 * 1024  # a publish; other messages: 64 KiB (streams/ws.py)
 LISTEN_FD_ENV = "LIVEFEED_LISTEN_FD"  # the listening socket a worker inherits
+WAKE_DIR_ENV = "LIVEFEED_WAKE_DIR"  # where a worker nudges its siblings (Settings.wake_dir)
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -115,8 +117,12 @@ async def serve_forever(settings: Settings, sock: socket.socket | None = None) -
 
 
 def run(settings: Settings, *, worker: bool = False) -> None:
-    """Serve in this process; a worker serves the socket its supervisor bound."""
-    sock = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV])) if worker else None
+    """Serve in this process; a worker serves the socket its supervisor bound, and
+    nudges its siblings through the supervisor's directory."""
+    sock = None
+    if worker:
+        sock = socket.socket(fileno=int(os.environ[LISTEN_FD_ENV]))
+        settings = dataclasses.replace(settings, wake_dir=os.environ.get(WAKE_DIR_ENV))
     try:
         import uvloop
     except ImportError:

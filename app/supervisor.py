@@ -4,16 +4,19 @@ Each worker is a full Livefeed process (its own hub, its own store
 connections) serving one listening socket that the supervisor binds once and
 hands down (with ``--port 0`` every worker is then on the one port the kernel
 chose, which the supervisor announces); the log's database is what they
-share, and each hub notices the others' appends by itself.  The supervisor
-only binds, starts the workers, forwards SIGTERM/SIGINT so each says its own
-graceful goodbye, and restarts a worker that dies.  Prometheus metrics are
-summed across workers through ``PROMETHEUS_MULTIPROC_DIR``.
+share, and each hub notices the others' appends by itself, nudged by the
+appending worker through a directory of sockets the supervisor makes
+(:mod:`app.store.nudge`).  The supervisor only binds, starts the workers,
+forwards SIGTERM/SIGINT so each says its own graceful goodbye, and restarts a
+worker that dies.  Prometheus metrics are summed across workers through
+``PROMETHEUS_MULTIPROC_DIR``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +30,8 @@ from types import FrameType
 from prometheus_client import multiprocess
 
 from app.config import from_env
-from app.server import LISTEN_FD_ENV, announce, listening_socket
+from app.server import LISTEN_FD_ENV, WAKE_DIR_ENV, announce, listening_socket
+from app.store import nudge
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,12 @@ class Supervisor:
     def __init__(self, workers: int, env: Mapping[str, str]) -> None:
         self._count = workers
         self._metrics_dir = tempfile.mkdtemp(prefix="livefeed-metrics-")
-        self._env = {**env, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
+        self._wake_dir = tempfile.mkdtemp(prefix="livefeed-wake-")  # only we can write it
+        self._env = {
+            **env,
+            "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir,
+            WAKE_DIR_ENV: self._wake_dir,
+        }
         self._workers: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = False
         self._socket: socket.socket | None = None  # kept to hand to a restarted worker
@@ -80,6 +89,7 @@ class Supervisor:
                     continue
                 del self._workers[slot]
                 multiprocess.mark_process_dead(process.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
+                nudge.forget(self._wake_dir, process.pid)
                 if not self._stopping:
                     log.warning("worker %d exited with %s; restarting it", slot, code)
                     time.sleep(RESTART_DELAY_S)
@@ -88,4 +98,5 @@ class Supervisor:
         for leftover in Path(self._metrics_dir).glob("*.db"):
             leftover.unlink()
         os.rmdir(self._metrics_dir)
+        shutil.rmtree(self._wake_dir, ignore_errors=True)
         return 0

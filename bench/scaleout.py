@@ -7,7 +7,8 @@ Issue 5 asks for three figures that the single-process benchmarks cannot give:
    ``GET /api/stats`` on that same connection, and latency is kept for the
    WebSocket subscribers that the kernel placed on the *other* worker (their
    ``connection_established`` frame names it).  The other worker learns of
-   the append only by polling ``PRAGMA data_version``.
+   the append from the appending worker's nudge (``app/store/nudge.py``), or
+   else from its poll of ``PRAGMA data_version``.
 2. **cross-node delivery** on PostgreSQL: two ``run.py serve`` processes on two
    ports and one fresh database; publishes through node A, subscribers on node
    B (``LISTEN/NOTIFY``).

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -536,6 +539,38 @@ async def test_a_page_goes_to_the_reader_with_the_fewest_calls_waiting(store: St
     async with busy(store._readers[:1]), asyncio.timeout(2):
         for _ in range(4):
             assert ids((await store.read(0, 10)).events) == [1, 2, 3]
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.asyncio
+async def test_sqlite_workers_nudge_and_dead_or_full_peers_never_hold_a_publish(
+    tmp_path: Path,
+) -> None:
+    """Two stores sharing a wake directory (two workers): each append wakes the other
+    at once though its poll is 60 s away. A dead worker's socket, one that never reads
+    (its queue full after a few commits) and a stray file cost the publisher nothing."""
+    wake = tmp_path / "wake"
+    wake.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
+        dead.bind(str(wake / "1.dead.sock"))  # its file stays: sending to it is refused
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(str(wake / "2.deaf.sock"))
+    (wake / "3.stray.sock").touch()
+    url = f"sqlite:///{tmp_path}/livefeed.db"
+    writer = SqliteStore(url, poll_interval_s=60, wake_dir=str(wake))
+    reader = SqliteStore(url, poll_interval_s=60, wake_dir=str(wake))
+    await writer.open()
+    await reader.open()
+    try:
+        for _ in range(40):  # Linux queues 10 datagrams per socket by default
+            [event] = await writer.append(drafts(1))
+            async with asyncio.timeout(5):
+                assert await reader.wait_for_head(event.id - 1) == event.id
+    finally:
+        await reader.close()
+        await writer.close()
+        deaf.close()
+    assert sorted(os.listdir(wake)) == ["1.dead.sock", "2.deaf.sock", "3.stray.sock"]
 
 
 # PostgreSQL only

@@ -43,10 +43,11 @@ def open_store(settings: Settings) -> Store:
             max_bytes=settings.sqlite_max_bytes,
             signing_key=settings.signing_key,
             log_origin=settings.log_origin,
+            wake_dir=settings.wake_dir,
         )
     if url.startswith(("postgresql://", "postgres://")):
         # LISTEN/NOTIFY carries "the log advanced"; its poll is only a slow safety net,
-        # so poll_interval_s (SQLite's change detection) does not apply.
+        # so poll_interval_s and wake_dir (SQLite's change detection) do not apply.
         from app.store.postgres import PostgresStore
 
         return PostgresStore(url, signing_key=settings.signing_key, log_origin=settings.log_origin)

@@ -39,6 +39,7 @@ from app.store.base import (
 )
 from app.store.group import AppendRequest, EarlierKeys, GroupCommitter, plan_group
 from app.store.migrate import apply_sqlite_migrations
+from app.store.nudge import Doorbell, Nudges
 from app.store.seek import Seek, Window, id_range
 from app.store.signing import opened, resolve_signer
 from app.store.sqlite_thread import SqliteThread, read_only
@@ -47,7 +48,6 @@ from app.store.tree import TreeEdge
 from app.tlog import Node, SignerKey
 
 log = logging.getLogger(__name__)
-
 
 
 def sqlite_path(url: str) -> str:
@@ -69,6 +69,13 @@ _INDEXES = {
 def _head(conn: sqlite3.Connection) -> int:
     head: int = conn.execute("SELECT last_id FROM log_head").fetchone()[0]
     return head
+
+
+def _moved(conn: sqlite3.Connection, version: int | None) -> tuple[int, int | None]:
+    """``PRAGMA data_version`` (it moves when another connection commits) and, if it
+    moved since ``version``, the head: one thread hop for both."""
+    current: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return current, None if current == version else _head(conn)
 
 
 def _first_at(conn: sqlite3.Connection, moment: str | None, head: int) -> int | None:
@@ -237,6 +244,7 @@ class SqliteStore:
         max_bytes: int | None = None,
         signing_key: str | None = None,
         log_origin: str | None = None,
+        wake_dir: str | None = None,
     ) -> None:
         self.path = sqlite_path(url)
         self._signing = (signing_key, log_origin)
@@ -251,7 +259,10 @@ class SqliteStore:
         # behind pages: each page is bounded, but many readers' pages add up.
         self._lookup = SqliteThread(self.path, "livefeed-sqlite-lookup")
         self._watch = HeadWatch()
-        self._committer = GroupCommitter(self._commit_group, self._watch.committed)
+        self._committer = GroupCommitter(self._commit_group, self._committed)
+        # Another worker's commit rings the doorbell, so the poll checks at once.
+        self._doorbell = Doorbell()
+        self._nudges = Nudges(wake_dir, self._doorbell.ring) if wake_dir else None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
@@ -264,6 +275,8 @@ class SqliteStore:
         )
         for reader in [*self._readers, self._lookup]:
             await reader.start()
+        if self._nudges is not None:  # before the head is read: no append slips between
+            self._nudges.open()
         self._watch.advance((await self.bounds()).latest_id)
         self._committer.start()
         self._tasks = [asyncio.create_task(self._poll_loop(), name="livefeed-sqlite-poll")]
@@ -275,6 +288,8 @@ class SqliteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._committer.stop()
+        if self._nudges is not None:
+            self._nudges.close()
         for thread in [self._writer, *self._readers, self._lookup]:
             await thread.close()
 
@@ -291,6 +306,12 @@ class SqliteStore:
 
     async def _commit_group(self, requests: list[AppendRequest]) -> list[Appended | Exception]:
         return await self._writer.run(_commit, requests, self._edge)
+
+    def _committed(self, events: list[Event]) -> None:
+        """Nudge the other workers first, so that their delivery starts as ours does."""
+        if self._nudges is not None:
+            self._nudges.send()
+        self._watch.committed(events)
 
     async def issue_ticket(
         self,
@@ -323,18 +344,18 @@ class SqliteStore:
         return await self._writer.run(_purge, now)
 
     async def _poll_loop(self) -> None:
-        """Notice appends made by other processes (``PRAGMA data_version`` moves)."""
-        poller = self._lookup
+        """Notice appends made by other processes (``PRAGMA data_version`` moves): every
+        poll interval, and at once when another worker nudges (:mod:`app.store.nudge`)."""
         version = None
         while True:
-            await asyncio.sleep(self._poll_interval_s)
+            await self._doorbell.wait(self._poll_interval_s)
             try:
-                current = await poller.run(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
-                if current != version:
-                    version = current
-                    self._watch.advance(await poller.run(_head))
+                version, head = await self._lookup.run(_moved, version)
             except StoreUnavailable as exc:
                 log.warning("polling the log head failed: %s", exc)
+                continue
+            if head is not None:
+                self._watch.advance(head)
 
     async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
         return await self._reader().run(read_page, after, limit, filter)

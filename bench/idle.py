@@ -1,14 +1,16 @@
-"""Idle connections: what each open SSE stream costs the server while nothing happens.
+"""Idle connections: what each open stream costs the server while nothing happens.
 
 For each count (2,000 and 5,000 by default) a fresh server gets that many SSE
-subscribers, which then sit idle for ``--hold`` seconds (30); the server's
-RSS growth divided by the count is the cost per connection.  Then one probe
-event is published and every subscriber must receive it (loss 0), so the
-figure is for connections that still work, not for ones quietly dropped.
+(or, with ``--transport websocket``, WebSocket) subscribers, which then sit
+idle for ``--hold`` seconds (30); the server's RSS growth divided by the count
+is the cost per connection.  Then one probe event is published and every
+subscriber must receive it (loss 0), so the figure is for connections that
+still work, not for ones quietly dropped.
 
     python -m bench.idle                       # Livefeed, 2,000 and 5,000, 30 s each
     python -m bench.idle --target baseline     # the Starlette + sse-starlette baseline
     python -m bench.idle --counts 500 --hold 1 # a quick look
+    python -m bench.idle --transport websocket # the same for WebSockets
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def run(
     pin: bool = True,
     quiet_s: float = 0.0,
     target: str = "livefeed",
+    transport: str = "sse",
 ) -> dict[str, Any]:
     """One fresh server per count: freed memory stays in a process, so reuse would flatter."""
     rows, failures = [], []
@@ -38,7 +41,7 @@ def run(
             subscribers=count,
             rate=1,
             seconds=1,
-            ws_fraction=0,
+            ws_fraction=1 if transport == "websocket" else 0,
             drain_s=PROBE_DRAIN_S,
             runs=runs,
             pin=pin,
@@ -48,13 +51,19 @@ def run(
         )
         rows += result["rows"]
         failures += [f"{count} connections: {failure}" for failure in result["failures"]]
-    return {"rows": rows, "hold_s": hold_s, "runs": runs, "failures": failures}
+    return {
+        "rows": rows,
+        "hold_s": hold_s,
+        "runs": runs,
+        "failures": failures,
+        "transport": transport,
+    }
 
 
 def print_results(result: dict[str, Any]) -> None:
     headers = [
         "server",
-        "SSE connections",
+        "connections",
         "KiB/conn",
         "RSS before MiB",
         "RSS held MiB",
@@ -77,7 +86,8 @@ def print_results(result: dict[str, Any]) -> None:
         ]
         for r in result["rows"]
     ]
-    print_table(f"Idle SSE connections held {result['hold_s']:g} s", headers, rows)
+    name = "WebSocket" if result["transport"] == "websocket" else "SSE"
+    print_table(f"Idle {name} connections held {result['hold_s']:g} s", headers, rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--counts", default="2000,5000", help="comma-separated connection counts")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds to hold them idle")
+    parser.add_argument("--transport", choices=["sse", "websocket"], default="sse")
     add_run_flags(parser)
     return parser.parse_args(argv)
 
@@ -97,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: run(
             counts=[int(c) for c in args.counts.split(",")],
             hold_s=args.hold,
+            transport=args.transport,
             **run_options(args),
         ),
         print_results,

@@ -69,4 +69,13 @@ if command -v node >/dev/null || [ "${CI:-}" = true ]; then
 else
     echo "note: node is missing; the browser client's unit tests (tests/js) did not run" >&2
 fi
-"$python" -m pytest "$@"
+# Most tests wait on servers, browsers and timeouts rather than the CPU, so they run
+# in four processes (a file's tests stay together: they share its fixtures). Tests
+# marked serial bound a delay or need the machine to themselves: they run after,
+# one at a time. Exit status 5 ("no tests collected", e.g. a -k that selects only
+# one kind) is not a failure.
+phase() { "$python" -m pytest "$@" || { status=$?; [ "$status" = 5 ] || return "$status"; }; }
+failed=0
+phase -n 4 --dist loadfile -m "not serial" "$@" || failed=$?
+phase -p no:xdist -m serial "$@" || failed=$?
+exit "$failed"

@@ -22,6 +22,11 @@ ENGINES = ["sqlite", "postgresql"]
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_engines: run on SQLite and on PostgreSQL")
     config.addinivalue_line("markers", "sqlite_only: reaches into the SQLite file itself")
+    config.addinivalue_line(
+        "markers",
+        "serial: bounds a delay or needs the machine to itself; scripts/test.sh runs these"
+        " after the parallel run, one at a time",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -200,20 +200,36 @@ CONTROL_TYPES = {"connection_established", "heartbeat", "replay_truncated", "str
 
 
 async def ws_on_every_worker(
-    url: str, workers: int, at_least: int, attempts: int = 64
+    url: str, workers: int, at_least: int, timeout_s: float = 30
 ) -> tuple[list[Any], set[str]]:
     """Open WebSockets to `url` until `at_least` are open and the hellos name
-    `workers` distinct nodes. Which worker accepts a connection on a shared
-    listening socket is the kernel's choice, and on a loaded machine one worker
-    can take a run of them, so a fixed number of sockets spreads only usually."""
+    `workers` distinct nodes (or `timeout_s` passed). Which worker accepts a
+    connection on a shared listening socket is the kernel's choice: on a loaded
+    machine one worker can take a run of them, and a worker still starting takes
+    none, so a fixed number of sockets spreads only usually."""
     from websockets.asyncio.client import connect
 
     sockets: list[Any] = []
     nodes: set[str] = set()
-    for _ in range(attempts):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         if len(sockets) >= at_least and len(nodes) >= workers:
             break
+        if len(sockets) >= at_least:
+            await asyncio.sleep(0.05)  # give a worker still starting time to listen
         ws = await connect(url)
         sockets.append(ws)
         nodes.add(orjson.loads(await ws.recv())["node"])
     return sockets, nodes
+
+
+def every_worker_answers(url: str, workers: int, timeout_s: float = 30) -> set[str]:
+    """The nodes that answer /api/stats on new connections, asked until `workers`
+    answered or `timeout_s` passed (see :func:`ws_on_every_worker`)."""
+    nodes: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(nodes) < workers and time.monotonic() < deadline:
+        nodes.add(httpx.get(url + "/api/stats").json()["node"])
+        if len(nodes) < workers:
+            time.sleep(0.05)
+    return nodes

@@ -283,6 +283,7 @@ def test_row42_three_processes_appending_at_once_never_report_a_locked_database(
 # FAULTS 43: PostgreSQL with an unrelated long-running transaction open
 
 
+@pytest.mark.serial  # bounds publish delays
 def test_row43_postgres_unrelated_long_transaction_does_not_stop_publishing(
     pg_server: ServerProcess,
 ) -> None:

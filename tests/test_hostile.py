@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.sse_parser import SSEMessage, SSEParser
 from tests.support import ServerProcess
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.serial]  # bystanders' delays are bounded
 
 KEEP_ALIVE_S = 5.0  # app/server.py KEEP_ALIVE_TIMEOUT_S
 BODY_TIMEOUT_S = 30.0  # Quart BODY_TIMEOUT in app/__init__.py

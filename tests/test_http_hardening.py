@@ -242,6 +242,7 @@ def test_api_docs_are_served_from_this_server_under_the_strict_csp(server: Serve
     assert moved.status_code == 301 and moved.headers["location"].endswith("/docs")
 
 
+@pytest.mark.serial  # bounds /healthz delays while bodies are parsed
 def test_a_huge_body_of_tiny_values_does_not_stall_other_clients(server: ServerProcess):
     """Three 8 MB bodies of ``[{},{},...]`` posted at once are refused (413), and /healthz
     answers meanwhile within 0.4 s (the body was parsed on the event loop: 1.4 s)."""

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.sse_parser import SSEParser
-from tests.support import ROOT, ServerProcess, collect_sse, event_ids
+from tests.support import ROOT, ServerProcess, collect_sse, event_ids, eventually
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -155,7 +155,11 @@ def test_cli_tail_follows_a_channel(server: ServerProcess):
         text=True,
     )
     try:
-        time.sleep(1.5)
+        eventually(  # it follows live (no cursor): publish once it is connected
+            lambda: sum(httpx.get(server.url + "/api/stats").json()["connections"].values()) > 0,
+            timeout_s=60,
+            what="tail connected",
+        )
         [event_id] = server.publish({"type": "t", "workflow_id": "wf_t"})
         lines = []
         deadline = time.monotonic() + 10

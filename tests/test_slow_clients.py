@@ -97,8 +97,12 @@ async def read_sse_ids(reader: asyncio.StreamReader, latencies: list[float], cou
 
 @pytest.mark.asyncio
 async def test_one_stuck_client_does_not_slow_200_others(start_server):
-    """With a never-reading socket connected, 200 readers keep p99 latency under 100 ms."""
-    server = start_server(LIVEFEED_WRITE_TIMEOUT_S="30")
+    """With a never-reading socket connected, 200 readers get every event without
+    waiting on it: a fan-out that waited for the stuck socket would hold each event
+    until the write timeout (60 s) cut it. How fast they get it is a benchmark's
+    question (bench/fanout.py), not a timed assertion that a loaded machine fails."""
+    write_timeout_s = 60
+    server = start_server(LIVEFEED_WRITE_TIMEOUT_S=str(write_timeout_s))
     stuck = stuck_socket(server)
     latencies: list[float] = []
     events = 40
@@ -128,15 +132,16 @@ async def test_one_stuck_client_does_not_slow_200_others(start_server):
                 await asyncio.sleep(0.05)
         async with asyncio.timeout(30):
             await asyncio.gather(*tasks)
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            stats = (await client.get("/api/stats")).json()
     finally:
         stuck.close()
         for writer in writers:
             writer.close()
         await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+    assert stats["connections"]["sse"] == 201, "the stuck client was still connected, unread"
     assert len(latencies) == 200 * events
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99)]
-    assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms"
+    assert max(latencies) < write_timeout_s / 6, f"a reader waited {max(latencies):.1f} s"
 
 
 def test_stuck_websocket_is_closed_1013_after_the_write_timeout(start_server):

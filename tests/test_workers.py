@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
-from tests.support import ServerProcess, eventually, ws_on_every_worker
+from tests.support import ServerProcess, eventually, every_worker_answers, ws_on_every_worker
+
+pytestmark = pytest.mark.serial  # spreading connections over workers needs both to run
 
 JSON = {"Content-Type": "application/json"}
 #: A poll this slow cannot deliver within the tests' limits: only a nudge can.
@@ -23,15 +26,12 @@ def test_two_workers_deliver_an_event_published_through_either(start_server):
     """16 subscribers spread over 2 workers all get events published through one
     connection, within 1 s, in order; /metrics sums both workers."""
     server: ServerProcess = start_server(LIVEFEED_WORKERS="2")
-    answering: set[str] = set()
-    deadline = time.monotonic() + 10
-    while len(answering) < 2 and time.monotonic() < deadline:  # both workers up, one port
-        answering.add(httpx.get(server.url + "/api/stats").json()["node"])
-    assert len(answering) == 2
+    assert len(every_worker_answers(server.url, 2)) == 2  # both workers up, one port
 
     async def scenario() -> None:
         sockets, nodes = await ws_on_every_worker(
-            server.ws_url + "/ws/validation_updates", workers=2, at_least=16)
+            server.ws_url + "/ws/validation_updates", workers=2, at_least=16
+        )
         try:
             assert len(nodes) == 2  # connections reached both workers
             async with httpx.AsyncClient(base_url=server.url) as client:
@@ -41,8 +41,10 @@ def test_two_workers_deliver_an_event_published_through_either(start_server):
                 sent = time.monotonic()
                 for n in range(5):
                     response = await client.post(
-                        "/api/events", content=orjson.dumps({"type": "t", "data": {"n": n}}),
-                        headers={"Content-Type": "application/json"})
+                        "/api/events",
+                        content=orjson.dumps({"type": "t", "data": {"n": n}}),
+                        headers={"Content-Type": "application/json"},
+                    )
                     assert response.status_code == 201
 
             async def five(ws) -> tuple[list[int], float]:
@@ -78,7 +80,8 @@ async def delays_on_every_worker(server: ServerProcess) -> tuple[set[str], list[
     until each worker has taken one); every subscriber must get every event. The
     workers that took a publish, and each delivery's delay."""
     sockets, nodes = await ws_on_every_worker(
-        server.ws_url + "/ws/validation_updates", workers=2, at_least=4)
+        server.ws_url + "/ws/validation_updates", workers=2, at_least=4
+    )
     try:
         assert len(nodes) == 2
         sent: dict[int, float] = {}
@@ -103,16 +106,6 @@ async def delays_on_every_worker(server: ServerProcess) -> tuple[set[str], list[
     return via, [delay for result in results for delay in result]
 
 
-def answering_nodes(server: ServerProcess) -> set[str]:
-    """The workers that answer /api/stats on new connections (at most 64 tries)."""
-    nodes: set[str] = set()
-    for _ in range(64):
-        nodes.add(httpx.get(server.url + "/api/stats").json()["node"])
-        if len(nodes) == 2:
-            break
-    return nodes
-
-
 def test_workers_nudge_each_other_so_delivery_does_not_wait_for_the_poll(start_server):
     """With the poll 60 s away, an event published through either worker reaches the
     subscribers of the other within seconds: the appending worker nudges the others.
@@ -123,12 +116,15 @@ def test_workers_nudge_each_other_so_delivery_does_not_wait_for_the_poll(start_s
     assert len(via) == 2  # each worker published, so each was nudged
     assert max(delays) < 5.0, delays
 
-    nodes = answering_nodes(server)
+    nodes = every_worker_answers(server.url, 2)
     assert len(nodes) == 2
     victim = int(sorted(nodes)[0].rsplit("/", 1)[1])
     os.kill(victim, signal.SIGKILL)
     eventually(
-        lambda: len(answering_nodes(server) - nodes) == 1, timeout_s=20, what="a new worker")
+        lambda: len(every_worker_answers(server.url, 2, timeout_s=5) - nodes) == 1,
+        timeout_s=30,
+        what="a new worker",
+    )
 
     via, delays = asyncio.run(delays_on_every_worker(server))
     assert len(via) == 2 and not any(node.endswith(f"/{victim}") for node in via)
@@ -149,16 +145,16 @@ def test_separate_servers_on_one_file_see_each_others_events_through_the_poll(
 
     async def scenario() -> list[list[int]]:
         sockets, _ = await ws_on_every_worker(
-            first.ws_url + "/ws/validation_updates", workers=1, at_least=1)
+            first.ws_url + "/ws/validation_updates", workers=1, at_least=1
+        )
         more, _ = await ws_on_every_worker(
-            second.ws_url + "/ws/validation_updates", workers=1, at_least=1)
+            second.ws_url + "/ws/validation_updates", workers=1, at_least=1
+        )
         sockets += more
         try:
             ids = [(await publish_through(server.url))[1] for server in (first, second)]
             async with asyncio.timeout(5):
-                return [
-                    [orjson.loads(await ws.recv())["id"] for _ in ids] for ws in sockets
-                ]
+                return [[orjson.loads(await ws.recv())["id"] for _ in ids] for ws in sockets]
         finally:
             for ws in sockets:
                 await ws.close()

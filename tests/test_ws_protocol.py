@@ -33,7 +33,7 @@ from tests.test_hostile import (
     ws_client_frame,
 )
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.serial]  # closes are timed
 
 HYPERCORN_LIMIT = 16 * 1024 * 1024  # Hypercorn's default websocket_max_message_size
 # Livefeed sets Hypercorn's limit to MAX_CLIENT_FRAME_BYTES (a publish); app/streams/ws.py

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import CHROMIUM
 from tests.support import ROOT, skip_or_fail
+
+pytestmark = pytest.mark.serial  # Lighthouse's performance score needs the machine to itself
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 LIGHTHOUSE = Path(

@@ -21,6 +21,9 @@ from tests.support import ms
 if TYPE_CHECKING:  # the browser fixture checks that Playwright is there
     from playwright.sync_api import BrowserContext, Page
 
+# Rows are placed frame by frame: a starved renderer (a loaded machine) misses frames.
+pytestmark = pytest.mark.serial
+
 RECORD_SHIFTS = """
   window.__shifts = [];
   new PerformanceObserver((list) => {

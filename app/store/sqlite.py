@@ -78,6 +78,17 @@ def _moved(conn: sqlite3.Connection, version: int | None) -> tuple[int, int | No
     return current, None if current == version else _head(conn)
 
 
+def _glance_connection(path: str) -> sqlite3.Connection:
+    """A connection the poll uses on the event loop itself: ``PRAGMA data_version``
+    and the one-row head come from the shared WAL index and a page always in
+    cache, cheaper than the thread hop (a futex wake-up and a GIL hand-over) that
+    every other worker's commit cost. It never waits: busy is an error, and the
+    poll asks its thread instead."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 0")
+    return conn
+
+
 def _first_at(conn: sqlite3.Connection, moment: str | None, head: int) -> int | None:
     """The first id stamped at or after ``moment`` (``head + 1``: none yet), from
     the ts index alone: it is ordered by (ts, rowid)."""
@@ -347,15 +358,22 @@ class SqliteStore:
         """Notice appends made by other processes (``PRAGMA data_version`` moves): every
         poll interval, and at once when another worker nudges (:mod:`app.store.nudge`)."""
         version = None
-        while True:
-            await self._doorbell.wait(self._poll_interval_s)
-            try:
-                version, head = await self._lookup.run(_moved, version)
-            except StoreUnavailable as exc:
-                log.warning("polling the log head failed: %s", exc)
-                continue
-            if head is not None:
-                self._watch.advance(head)
+        glance = _glance_connection(self.path)
+        try:
+            while True:
+                await self._doorbell.wait(self._poll_interval_s)
+                try:
+                    version, head = _moved(glance, version)
+                except sqlite3.Error:  # busy (say, a recovery), or gone: ask the thread
+                    try:
+                        version, head = await self._lookup.run(_moved, version)
+                    except StoreUnavailable as exc:
+                        log.warning("polling the log head failed: %s", exc)
+                        continue
+                if head is not None:
+                    self._watch.advance(head)
+        finally:
+            glance.close()
 
     async def read(self, after: int, limit: int, filter: EventFilter = EVERYTHING) -> Page:
         return await self._reader().run(read_page, after, limit, filter)

@@ -85,27 +85,26 @@ def test_checkpoint_and_every_proof_verify_by_rfc9162(server: ServerProcess) -> 
     _, size, root = signed(server)
     assert size == len(entries) == 20
     assert root == rfc9162.mth(entries)
-    client = httpx.Client(base_url=server.url, timeout=10)  # one connection for 240 proofs
-    for tree_size in (1, 2, 7, 13, size):
-        tree_root = rfc9162.mth(entries[:tree_size])
-        for leaf in range(1, tree_size + 1):
-            answer = client.get(
-                "/api/log/proof/inclusion", params={"id": leaf, "tree_size": tree_size}
-            )
-            assert answer.json()["leaf_index"] == leaf - 1
-            assert answer.json()["tree_size"] == tree_size
-            proof = hashes(answer)
-            assert proof == rfc9162.path(leaf - 1, entries[:tree_size])
-            leaf_hash = rfc9162.sha256(b"\x00" + entries[leaf - 1])
-            assert rfc9162.verify_inclusion(leaf - 1, tree_size, leaf_hash, proof, tree_root)
-    for second in range(1, size + 1):
-        for first in range(1, second):
-            query = {"first": first, "second": second}
-            answer = client.get("/api/log/proof/consistency", params=query)
-            assert answer.json()["first"] == first and answer.json()["second"] == second
-            old, new = rfc9162.mth(entries[:first]), rfc9162.mth(entries[:second])
-            assert rfc9162.verify_consistency(first, second, old, new, hashes(answer))
-    client.close()
+    with httpx.Client(base_url=server.url, timeout=10) as client:  # one connection, 240 proofs
+        for tree_size in (1, 2, 7, 13, size):
+            tree_root = rfc9162.mth(entries[:tree_size])
+            for leaf in range(1, tree_size + 1):
+                answer = client.get(
+                    "/api/log/proof/inclusion", params={"id": leaf, "tree_size": tree_size}
+                )
+                assert answer.json()["leaf_index"] == leaf - 1
+                assert answer.json()["tree_size"] == tree_size
+                proof = hashes(answer)
+                assert proof == rfc9162.path(leaf - 1, entries[:tree_size])
+                leaf_hash = rfc9162.sha256(b"\x00" + entries[leaf - 1])
+                assert rfc9162.verify_inclusion(leaf - 1, tree_size, leaf_hash, proof, tree_root)
+        for second in range(1, size + 1):
+            for first in range(1, second):
+                query = {"first": first, "second": second}
+                answer = client.get("/api/log/proof/consistency", params=query)
+                assert answer.json()["first"] == first and answer.json()["second"] == second
+                old, new = rfc9162.mth(entries[:first]), rfc9162.mth(entries[:second])
+                assert rfc9162.verify_consistency(first, second, old, new, hashes(answer))
     same = get(server, "/api/log/proof/consistency", first=size, second=size)
     assert same.json() == {"first": size, "second": size, "hashes": []}
     default = get(server, "/api/log/proof/inclusion", id=3)

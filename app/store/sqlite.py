@@ -78,6 +78,20 @@ def _moved(conn: sqlite3.Connection, version: int | None) -> tuple[int, int | No
     return current, None if current == version else _head(conn)
 
 
+def _glance_connection(path: str) -> sqlite3.Connection:
+    """A connection the poll uses on the event loop itself: ``PRAGMA data_version``
+    and the one-row head come from the shared WAL index and a page always in
+    cache, cheaper than the thread hop (a futex wake-up and a GIL hand-over) that
+    every other worker's commit cost. It never waits: busy is an error, and the
+    poll asks its thread instead. Made with the store and read at once, so its
+    files (the WAL and its index) are open from the start, not from the first
+    poll on."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 0")
+    _moved(conn, None)
+    return conn
+
+
 def _first_at(conn: sqlite3.Connection, moment: str | None, head: int) -> int | None:
     """The first id stamped at or after ``moment`` (``head + 1``: none yet), from
     the ts index alone: it is ordered by (ts, rowid)."""
@@ -264,6 +278,7 @@ class SqliteStore:
         self._doorbell = Doorbell()
         self._nudges = Nudges(wake_dir, self._doorbell.ring) if wake_dir else None
         self._tasks: list[asyncio.Task[None]] = []
+        self._glance: sqlite3.Connection | None = None  # the poll's, on the loop thread
 
     async def open(self) -> None:
         if self.path not in ("", ":memory:"):
@@ -279,7 +294,10 @@ class SqliteStore:
             self._nudges.open()
         self._watch.advance((await self.bounds()).latest_id)
         self._committer.start()
-        self._tasks = [asyncio.create_task(self._poll_loop(), name="livefeed-sqlite-poll")]
+        self._glance = glance = _glance_connection(self.path)
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(glance), name="livefeed-sqlite-poll")
+        ]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -292,6 +310,8 @@ class SqliteStore:
             self._nudges.close()
         for thread in [self._writer, *self._readers, self._lookup]:
             await thread.close()
+        if self._glance is not None:
+            self._glance.close()
 
     def _reader(self) -> SqliteThread:
         """The page reader with the fewest calls waiting: a page waits for as few
@@ -343,17 +363,20 @@ class SqliteStore:
     async def purge_expired(self, now: float) -> int:
         return await self._writer.run(_purge, now)
 
-    async def _poll_loop(self) -> None:
+    async def _poll_loop(self, glance: sqlite3.Connection) -> None:
         """Notice appends made by other processes (``PRAGMA data_version`` moves): every
         poll interval, and at once when another worker nudges (:mod:`app.store.nudge`)."""
         version = None
         while True:
             await self._doorbell.wait(self._poll_interval_s)
             try:
-                version, head = await self._lookup.run(_moved, version)
-            except StoreUnavailable as exc:
-                log.warning("polling the log head failed: %s", exc)
-                continue
+                version, head = _moved(glance, version)
+            except sqlite3.Error:  # busy (say, a recovery), or gone: ask the thread
+                try:
+                    version, head = await self._lookup.run(_moved, version)
+                except StoreUnavailable as exc:
+                    log.warning("polling the log head failed: %s", exc)
+                    continue
             if head is not None:
                 self._watch.advance(head)
 

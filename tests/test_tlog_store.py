@@ -19,10 +19,11 @@ import pytest
 import pytest_asyncio
 
 from app.config import ConfigError, Retention, Settings
+from app.errors import StoreUnavailable
 from app.events import Draft, Event
 from app.store import Store, open_store
 from app.store.migrate import MigrationError, load_migrations, split_statements
-from app.tlog import SignerKey, consistency_proof, inclusion_proof, root_hash
+from app.tlog import MissingNodesError, SignerKey, consistency_proof, inclusion_proof, root_hash
 from tests import rfc9162
 from tests.support import fresh_postgres_url
 
@@ -254,3 +255,59 @@ async def test_migration_refuses_a_log_trimmed_before_the_tree(
     for _ in range(2):  # refused each time: the failed migration left nothing behind
         with pytest.raises(MigrationError, match=r"trimmed before .* events 1\.\.10 are gone"):
             await stores()
+
+
+# Events appended around the tree: a process of a version before it, still running
+
+
+async def append_without_tree(url: str, ids: list[int]) -> None:
+    """Append events ``ids`` and move the head to the last, as a process that does not
+    keep the tree would: no node written."""
+    rows = [(n, "old.writer", None, f"2026-12-01T00:00:{n % 60:02}.000000Z", "{}") for n in ids]
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
+        conn.execute("UPDATE log_head SET last_id = ?", (ids[-1],))
+        conn.execute("COMMIT")
+        conn.close()
+        return
+    pg = await asyncpg.connect(url)
+    try:
+        async with pg.transaction():
+            await pg.executemany("INSERT INTO events VALUES ($1, $2, $3, $4, $5)", rows)
+            await pg.execute("UPDATE log_head SET last_id = $1", ids[-1])
+    finally:
+        await pg.close()
+
+
+@pytest.mark.asyncio
+async def test_events_appended_around_the_tree_join_it_at_the_next_append(
+    stores: OpenStore, database_url: str
+) -> None:
+    """Ids 34..40 written with no tree nodes (across a 32-node row's end) are hashed in,
+    in order, by the next append, under its lock: every root and proof is then the RFC's."""
+    store = await stores()
+    await store.append(drafts(33, "before"))
+    await append_without_tree(database_url, list(range(34, 41)))
+    appended = await store.append(drafts(3, "after"))
+    assert [event.id for event in appended] == [41, 42, 43]
+    await assert_tree_is_rfc9162(store, await leaves(store))
+
+
+@pytest.mark.asyncio
+async def test_a_gap_around_the_tree_is_refused_and_nothing_is_written(
+    stores: OpenStore, database_url: str
+) -> None:
+    """If an event written around the tree is gone too, the tree cannot take the rest:
+    the append is refused, naming the missing id, and writes nothing."""
+    store = await stores()
+    await store.append(drafts(5, "before"))
+    await append_without_tree(database_url, [6, 8])  # 7 trimmed, or never written
+    with pytest.raises(StoreUnavailable, match=r"stops at event 5 .* head is 8.* event 7 is"):
+        await store.append(drafts(1, "refused"))
+    assert (await store.bounds()).latest_id == 8
+    kept = [event.json for event in (await store.read(0, 5)).events]
+    assert await root_hash(5, store.read_nodes) == rfc9162.mth(kept)
+    with pytest.raises(MissingNodesError):  # no node of event 6 or later was written
+        await root_hash(6, store.read_nodes)

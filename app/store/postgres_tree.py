@@ -11,8 +11,17 @@ import asyncpg
 from app.errors import StoreUnavailable
 from app.store.base import COLUMNS
 from app.store.postgres_sql import BUILD_TREE_SQL, KEEP_SIGNER_SQL, READ_NODES_SQL
-from app.store.tree import BUILD_PAGE, NodeRows, TreeBuild, chunks_of, pick
-from app.tlog import Frontier, Node
+from app.store.tree import (
+    BUILD_PAGE,
+    LAST_ROW_SQL,
+    NodeRows,
+    TreeBuild,
+    caught_up,
+    chunks_of,
+    pick,
+    stored_size,
+)
+from app.tlog import Frontier, MissingNodesError, Node
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -27,8 +36,25 @@ async def read_nodes(conn: Connection, nodes: Sequence[Node]) -> list[bytes]:
     return pick(nodes, {row["chunk"]: row["hashes"] for row in rows})
 
 
-async def load_frontier(conn: Connection, size: int) -> Frontier:
-    return Frontier.of(size, await read_nodes(conn, Frontier.nodes(size)))
+async def load_frontier(conn: Connection, head: int) -> Frontier:
+    """The frontier of the stored tree, which covers the log up to ``head``, unless a
+    process that does not keep the tree appended around it: then those events are
+    added to the tree first (:func:`app.store.tree.caught_up`).  Runs under the
+    head lock, inside the append's transaction."""
+    try:
+        return Frontier.of(head, await read_nodes(conn, Frontier.nodes(head)))
+    except MissingNodesError:
+        last = await conn.fetchrow(LAST_ROW_SQL)
+        size = stored_size(None if last is None else (last[0], last[1]))
+        if size is None or size >= head:
+            raise
+    frontier = Frontier.of(size, await read_nodes(conn, Frontier.nodes(size)))
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM events WHERE id > $1 AND id <= $2 ORDER BY id", size, head
+    )
+    nodes = caught_up(frontier, head, [tuple(row) for row in rows])
+    await conn.execute(BUILD_TREE_SQL, *node_columns(nodes))
+    return frontier
 
 
 def node_columns(rows: NodeRows) -> tuple[list[int], list[bytes]]:

@@ -295,9 +295,7 @@ class SqliteStore:
         self._watch.advance((await self.bounds()).latest_id)
         self._committer.start()
         self._glance = glance = _glance_connection(self.path)
-        self._tasks = [
-            asyncio.create_task(self._poll_loop(glance), name="livefeed-sqlite-poll")
-        ]
+        self._tasks = [asyncio.create_task(self._poll_loop(glance), name="livefeed-sqlite-poll")]
 
     async def close(self) -> None:
         for task in self._tasks:

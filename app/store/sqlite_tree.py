@@ -8,8 +8,19 @@ from collections.abc import Callable, Sequence
 
 from app.events import Event
 from app.store.base import COLUMNS
-from app.store.tree import BUILD_PAGE, NodeRows, TreeBuild, TreeEdge, chunks_of, grow, pick
-from app.tlog import Frontier, Node
+from app.store.tree import (
+    BUILD_PAGE,
+    LAST_ROW_SQL,
+    NodeRows,
+    TreeBuild,
+    TreeEdge,
+    caught_up,
+    chunks_of,
+    grow,
+    pick,
+    stored_size,
+)
+from app.tlog import Frontier, MissingNodesError, Node
 
 #: Append a run of hashes to its row (a new row starts empty).  SQLite's ``||``
 #: makes text of two blobs, byte for byte in a UTF-8 database; the cast makes it a
@@ -42,8 +53,27 @@ def extend_tree(
     :meth:`TreeEdge.keep` once the transaction commits."""
     frontier = edge.take(size)
     if frontier is None:  # first append of this process, or another one appended since
-        frontier = Frontier.of(size, read_nodes(conn, Frontier.nodes(size)))
+        frontier = _stored_frontier(conn, size)
     write_nodes(conn, grow(frontier, events))
+    return frontier
+
+
+def _stored_frontier(conn: sqlite3.Connection, head: int) -> Frontier:
+    """The frontier of the stored tree, which covers the log up to ``head``, unless a
+    process that does not keep the tree appended around it: then those events are
+    added to the tree first (:func:`app.store.tree.caught_up`)."""
+    try:
+        return Frontier.of(head, read_nodes(conn, Frontier.nodes(head)))
+    except MissingNodesError:
+        last = conn.execute(LAST_ROW_SQL).fetchone()
+        size = stored_size(last)
+        if size is None or size >= head:
+            raise
+    frontier = Frontier.of(size, read_nodes(conn, Frontier.nodes(size)))
+    rows = conn.execute(
+        f"SELECT {COLUMNS} FROM events WHERE id > ? AND id <= ? ORDER BY id", (size, head)
+    ).fetchall()
+    write_nodes(conn, caught_up(frontier, head, rows))
     return frontier
 
 

@@ -17,25 +17,72 @@ process appended since.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
+from app.errors import StoreUnavailable
 from app.events import Event
 from app.store.migrate import MigrationError
 from app.tlog import Frontier, MissingNodesError, Node
 from app.tlog.merkle import HASH_SIZE, leaf_hashes
+
+log = logging.getLogger(__name__)
 
 NODES_PER_ROW = 32
 ROW_BYTES = NODES_PER_ROW * HASH_SIZE
 #: Events read per step when building the tree of a log that predates it.
 BUILD_PAGE = 10_000
 
+#: The tree's last row, (chunk, bytes of hashes): where its nodes end (both engines).
+LAST_ROW_SQL = "SELECT chunk, length(hashes) FROM tree_nodes ORDER BY chunk DESC LIMIT 1"
 #: Rows appended to: (chunk, hashes to add at the end of that chunk's row).
 NodeRows = list[tuple[int, bytes]]
+#: An events row as the stores read it (``COLUMNS``, Event.build's arguments).
+EventRow = tuple[int, str, str | None, str, str]
 
 
 def first_position(size: int) -> int:
     """The position of the first node the leaf after ``size`` leaves creates."""
     return 2 * size - size.bit_count()
+
+
+def stored_size(last_row: tuple[int, int] | None) -> int | None:
+    """How many leaves the stored tree holds, from its last row (chunk, bytes of
+    hashes; ``None``: no row): ``None`` if no tree ends there.  A tree of ``n``
+    leaves fills ``2n - popcount(n)`` positions, which grows with ``n``."""
+    positions = 0 if last_row is None else last_row[0] * NODES_PER_ROW + last_row[1] // HASH_SIZE
+    lo, hi = 0, positions
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if first_position(mid) < positions:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if first_position(lo) == positions else None
+
+
+def caught_up(frontier: Frontier, head: int, rows: Sequence[EventRow]) -> NodeRows:
+    """The nodes of events ``frontier.size + 1 .. head`` (``rows``, read from the
+    log), which a process that does not keep the tree appended around it: one of
+    a version before the tree, still running while this one started on the same
+    database.  The log holds them in order, so the tree takes them as any
+    append would; a gap (trimmed since) cannot be, and is refused."""
+    first = frontier.size + 1
+    kept = [row[0] for row in rows]
+    if kept != list(range(first, head + 1)):
+        missing = min(set(range(first, head + 1)) - set(kept))
+        raise StoreUnavailable(
+            f"the Merkle tree stops at event {frontier.size} but the log's head is {head}, "
+            f"and event {missing} is no longer in the log to be added to it; nothing was "
+            "written. See docs/verifiable-log.md, 'Upgrading'."
+        )
+    log.warning(
+        "events %d..%d were appended without their Merkle tree leaves (by a process of a "
+        "version before the verifiable log?); they are in the tree now",
+        first,
+        head,
+    )
+    return grow(frontier, (Event.build(*row) for row in rows))
 
 
 def node_rows(position: int, hashes: bytes) -> NodeRows:
@@ -129,7 +176,7 @@ class TreeBuild:
         self.head = head
         self.frontier = Frontier()
 
-    def add(self, rows: Sequence[tuple[int, str, str | None, str, str]]) -> NodeRows:
+    def add(self, rows: Sequence[EventRow]) -> NodeRows:
         """The node rows for the next page of events (``COLUMNS``, in id order)."""
         expected = self.frontier.size + 1
         for offset, row in enumerate(rows):

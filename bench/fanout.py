@@ -258,12 +258,19 @@ class WsSubscriber(Subscriber):
     """
 
     def __init__(
-        self, tally: Tally, port: int, deflate: bool, batch: bool = False, channel: str = CHANNEL
+        self,
+        tally: Tally,
+        port: int,
+        deflate: bool,
+        batch: bool = False,
+        channel: str = CHANNEL,
+        after: int | None = None,
     ) -> None:
         super().__init__(tally, channel)
         self.port = port
         self.deflate = deflate
         self.batch = batch
+        self.after = after  # resume after this id (replay), else live only
         self._buf = bytearray()
         self._fragments: list[bytes] = []
         self._compressed = False
@@ -272,8 +279,11 @@ class WsSubscriber(Subscriber):
     def request(self) -> bytes:
         key = base64.b64encode(os.urandom(16)).decode()
         extension = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.deflate else ""
+        query = "&".join(
+            ["batch=1"] * self.batch + [f"last_event_id={self.after}"] * (self.after is not None)
+        )
         return (
-            f"GET /ws/{self.channel}{'?batch=1' if self.batch else ''} HTTP/1.1\r\n"
+            f"GET /ws/{self.channel}{'?' if query else ''}{query} HTTP/1.1\r\n"
             f"Host: {HOST}:{self.port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
             f"{extension}\r\n"

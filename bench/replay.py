@@ -5,7 +5,9 @@ last event received (and checked: every id once, in order):
 
 - SSE ``/sse/validation_updates?last_event_id=C`` read with raw httpx
   streaming and a byte split on ``\\n\\n`` (a spec parser would measure itself);
-- WebSocket ``/ws/validation_updates?last_event_id=C`` with ``websockets``;
+- WebSocket ``/ws/validation_updates?last_event_id=C`` with ``websockets``, and
+  with a raw frame reader (``websocket-frames``: what the server sends, which
+  the ``websockets`` client cannot read as fast);
 - the paged API ``/api/events?after=C&limit=1000`` in a loop;
 - the NDJSON export ``/api/events?format=ndjson&after=C``.
 
@@ -27,6 +29,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from bench.common import (
+    HOST,
     BenchFailure,
     HttpConnection,
     Runnable,
@@ -44,12 +47,13 @@ from bench.common import (
     use_uvloop,
     wait_for_quiet,
 )
+from bench.fanout import Tally, WsSubscriber
 from bench.publish import make_body
 
 SEED_BATCH = 1000
 READ_TIMEOUT_S = 60.0
-METHODS = ("sse", "websocket", "websocket+batch", "pages", "ndjson")
-BASELINE_METHODS = ("sse", "websocket")
+METHODS = ("sse", "websocket", "websocket-frames", "websocket+batch", "pages", "ndjson")
+BASELINE_METHODS = ("sse", "websocket", "websocket-frames")
 
 
 @dataclass
@@ -176,6 +180,31 @@ async def read_websocket(
     raise BenchFailure(f"the WebSocket closed at id {got.last_id}, before {last_id}")
 
 
+async def read_websocket_frames(server: Server, cursor: int, last_id: int) -> Received:
+    """The server's one-frame-per-event WebSocket replay read by the fan-out
+    benchmark's raw RFC 6455 reader (:class:`bench.fanout.WsSubscriber`): the
+    ``websockets`` client parses each frame in Python and tops out before the
+    server does, so this shows what the server sends."""
+    got = Received(server.pid)
+    tally = Tally()
+    loop = asyncio.get_running_loop()
+    got.begin()
+    _, sub = await loop.create_connection(
+        lambda: WsSubscriber(tally, server.port, deflate=False, after=cursor), HOST, server.port
+    )
+    tally.expect(last_id, [sub])
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            await tally.drained.wait()
+    finally:
+        sub.close()
+    if sub.last_id < last_id:
+        raise BenchFailure(f"the WebSocket closed at id {sub.last_id}, before {last_id}")
+    got.first_byte = got.started  # the raw reader does not note it
+    got.count, got.last_id, got.out_of_order = sub.count, sub.last_id, sub.out_of_order
+    return got.end()
+
+
 async def read_pages(server: Server, cursor: int, last_id: int) -> Received:
     """What an audit script does: follow ``next_after`` until ``has_more`` is false."""
     got = Received(server.pid)
@@ -270,6 +299,7 @@ async def run_once(
         "websocket": lambda: read_websocket(server, cursor, last_id, deflate=False),
         "websocket+deflate": lambda: read_websocket(server, cursor, last_id, deflate=True),
         "websocket+batch": lambda: read_websocket(server, cursor, last_id, False, batch=True),
+        "websocket-frames": lambda: read_websocket_frames(server, cursor, last_id),
         "pages": lambda: read_pages(server, cursor, last_id),
         "ndjson": lambda: read_ndjson(server, cursor, last_id),
     }
@@ -365,7 +395,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help="comma-separated: sse, websocket, websocket+batch, websocket+deflate, pages, ndjson",
+        help="comma-separated: sse, websocket, websocket-frames, websocket+batch,"
+        " websocket+deflate, pages, ndjson",
     )
     add_run_flags(parser)
     return parser.parse_args(argv)

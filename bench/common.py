@@ -57,9 +57,19 @@ class BenchFailure(Exception):
 # ---------------------------------------------------------------- CPU pinning
 
 
+#: The cores this process could use when it started, before ``pin_load_generator``
+#: narrowed it to the load core.
+START_CORES = frozenset(os.sched_getaffinity(0))
+
+
 def can_pin() -> bool:
-    """Pinning needs two cores we may use and ``taskset`` for the server."""
-    return len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset") is not None
+    """Pinning needs both cores (server and load) and ``taskset`` for the server.
+
+    Judged on the cores we started with, not on our affinity now: once the load
+    generator has pinned itself, a server it starts must still go to the server
+    core, not inherit the load core (taskset may move it there).
+    """
+    return {SERVER_CORE, LOAD_CORE} <= START_CORES and shutil.which("taskset") is not None
 
 
 def pin_load_generator(enabled: bool) -> int:

@@ -680,8 +680,14 @@ def print_notes(rows: Sequence[dict[str, Any]], runs: int) -> None:
             print(f"  {what}: NOISY, other processes used {row['other_cpu_percent']:.0f} % CPU")
 
 
-def print_results(rows: Sequence[dict[str, Any]], runs: int) -> None:
-    shown = [row for row in rows if "log_of" not in row and not row.get("check_only")]
+def shown_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's rows: the median runs, without the check-only runs and the log rows."""
+    return [row for row in rows if "log_of" not in row and not row.get("check_only")]
+
+
+def print_results(result: dict[str, Any]) -> None:
+    rows, runs = result["rows"], result["runs"]
+    shown = shown_rows(rows)
     if not shown:
         return
     print_table(
@@ -743,12 +749,11 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, int], list[dict[str, Any]]]] = 
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    print(environment_line(not args.no_pin) + "; PostgreSQL on 127.0.0.1:5432 unpinned")
+def run_cases(args: argparse.Namespace) -> dict[str, Any]:
+    """Every case asked for; one that cannot run (no PostgreSQL) is a failure, and the
+    next still runs.  ``rows`` holds every run and the servers' logs (``shown_rows``)."""
     load_cores = pin_load_generator(not args.no_pin)
     use_uvloop()
-    started = time.monotonic()
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for case in (c for c in CASES if c in args.cases.split(",")):
@@ -756,12 +761,34 @@ def main(argv: list[str] | None = None) -> int:
             rows += RUNNERS[case](args, load_cores)
         except (BenchFailure, OSError, TimeoutError) as exc:  # the next case may still run
             problems.append(f"{case}: {type(exc).__name__}: {exc}")
-    print_results(rows, args.runs)
+    return {"rows": rows, "runs": args.runs, "failures": problems + failures_of(rows)}
+
+
+def run(
+    *,
+    smoke: bool = False,
+    cases: Sequence[str] = CASES,
+    runs: int = 1,
+    pin: bool = True,
+    quiet_s: float = 0.0,
+) -> dict[str, Any]:
+    """``run_cases`` for ``bench.run_all``: the same sizes as the command line
+    (``SMOKE`` or ``DEFAULTS``), through its own parser."""
+    argv = ["--cases", ",".join(cases), "--runs", str(runs), "--wait-quiet", str(quiet_s)]
+    argv += ["--smoke"] * smoke + ["--no-pin"] * (not pin)
+    return run_cases(parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(environment_line(not args.no_pin) + "; PostgreSQL on 127.0.0.1:5432 unpinned")
+    started = time.monotonic()
+    result = run_cases(args)
+    print_results(result)
     print(f"\n(took {time.monotonic() - started:.0f} s)")
-    problems += failures_of(rows)
-    for problem in problems:
+    for problem in result["failures"]:
         print(f"FAILED: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return 1 if result["failures"] else 0
 
 
 if __name__ == "__main__":

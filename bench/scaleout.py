@@ -13,8 +13,8 @@ Issue 5 asks for three figures that the single-process benchmarks cannot give:
    ports and one fresh database; publishes through node A, subscribers on node
    B (``LISTEN/NOTIFY``).
 3. **durable publish throughput** on PostgreSQL: ``bench/publish.py``'s phases
-   against one node (single events from C connections, batches), then single
-   events through two nodes at once (aggregate events/s).
+   against one node (single events from C connections, batches), then the
+   same through two nodes at once (aggregate events/s).
 
 Every event carries ``{"t": time.time()}`` taken just before its POST, so a
 delivery's latency is publish -> commit -> the other process notices -> frame
@@ -540,37 +540,25 @@ def throughput_runs(
 
 
 def case_throughput(args: argparse.Namespace, load_cores: int) -> list[dict[str, Any]]:
-    """One node: single events from C connections, then batches; then two nodes at once."""
+    """Single events from C connections, then batches: on one node, then on two at once."""
     database = fresh_database()
     pin = not args.no_pin
-    conc = args.concurrency
     rows: list[dict[str, Any]] = []
+
+    def both_modes(servers: list[Server]) -> None:
+        if len(servers) == 1:
+            nodes = ", 1 node (events/s)"
+        else:
+            nodes = f" x {len(servers)} nodes (aggregate events/s)"
+        for batch in (1, args.batch):
+            mode = "single" if batch == 1 else f"batch {batch}"
+            label = f"PostgreSQL publish {mode}, {args.concurrency} conns{nodes}"
+            rows.extend(throughput_runs(label, servers, batch, database, args, load_cores))
+
     with running_nodes(1, database, pin, args.env) as (node_a,):
-        rows += throughput_runs(
-            f"PG publish single, {conc} conns, 1 node (events/s)",
-            [node_a],
-            1,
-            database,
-            args,
-            load_cores,
-        )
-        rows += throughput_runs(
-            f"PG publish batch {args.batch}, {conc} conns, 1 node (events/s)",
-            [node_a],
-            args.batch,
-            database,
-            args,
-            load_cores,
-        )
+        both_modes([node_a])
         with running_nodes(1, database, pin, args.env) as (node_b,):
-            rows += throughput_runs(
-                f"PG publish single, {conc} conns x 2 nodes (aggregate events/s)",
-                [node_a, node_b],
-                1,
-                database,
-                args,
-                load_cores,
-            )
+            both_modes([node_a, node_b])
             rows.append(log_row(node_b, "PG publish node B"))
         rows.append(log_row(node_a, "PG publish node A"))
     return rows

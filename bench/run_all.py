@@ -85,101 +85,144 @@ SUMMARY_HEADERS = [
     "KiB/conn",
     "server CPU%",
     "server busy%",
+    "srv µs/event",
     "load CPU%",
     "load saturated",
     "other CPU%",
 ]
+#: How each replay method reads the log, as the summary names it.
+REPLAY_LABELS = {
+    "sse": "SSE",
+    "websocket": "WebSocket, one frame per event",
+    "websocket+batch": "WebSocket ?batch=1",
+    "websocket+deflate": "WebSocket, deflate",
+    "pages": "pages of 1000",
+    "ndjson": "NDJSON export",
+}
 
 Row = list[Any]
 Result = dict[str, Any]
 Step = tuple[str, Callable[[], Result], Callable[[Result], None], Callable[[Result], list[Row]]]
 
 
+def _row(
+    benchmark: str,
+    case: str,
+    r: Result,
+    rate: float | None,
+    lost: int | None = None,
+    kib: float | None = None,
+    load: str = "load",
+) -> Row:
+    """One summary row; latency and the CPU columns come from ``r``.  ``load`` names
+    the load generator in ``r``'s keys ("client" in publish and replay)."""
+    return [
+        benchmark,
+        r.get("target", "livefeed"),
+        case,
+        rate,
+        r.get("p50_ms"),
+        r.get("p99_ms"),
+        lost,
+        kib,
+        r["server_cpu_percent"],
+        r.get("server_runnable_percent"),
+        r.get("server_us_per_event"),
+        r[f"{load}_cpu_percent"],
+        r[f"{load}_saturated"],
+        r["other_cpu_percent"],
+    ]
+
+
+def _blank(row: Row, *columns: str) -> Row:
+    """Empty the named columns: figures the benchmark measured that mean nothing there."""
+    for column in columns:
+        row[SUMMARY_HEADERS.index(column)] = None
+    return row
+
+
 def _publish_rows(result: Result) -> list[Row]:
     return [
-        [
+        _row(
             "publish",
-            "livefeed",
             f"{r['mode']}, {r['concurrency']} conns (events/s)",
+            r,
             r["events_per_s"],
-            r["p50_ms"],
-            r["p99_ms"],
-            None,
-            None,
-            r["server_cpu_percent"],
-            r.get("server_runnable_percent"),
-            r["client_cpu_percent"],
-            r["client_saturated"],
-            r["other_cpu_percent"],
-        ]
+            load="client",
+        )
         for r in result["rows"]
     ]
 
 
 def _replay_rows(result: Result) -> list[Row]:
     return [
-        [
+        _row(
             "replay",
-            r["target"],
-            f"{r['events']:,} over {r['method']} (events/s)",
+            f"{r['expected']:,} over {REPLAY_LABELS.get(r['method'], r['method'])} (events/s)",
+            r,
             r["events_per_s"],
-            None,
-            None,
-            r["expected"] - r["events"],
-            None,
-            r["server_cpu_percent"],
-            r.get("server_runnable_percent"),
-            r["client_cpu_percent"],
-            r["client_saturated"],
-            r["other_cpu_percent"],
-        ]
+            lost=r["expected"] - r["events"],
+            load="client",
+        )
         for r in result["rows"]
     ]
 
 
 def _delivery_row(benchmark: str, case: str, r: Result) -> Row:
-    return [
-        benchmark,
-        r["target"],
-        case,
-        r["deliveries_per_s"],
-        r["p50_ms"],
-        r["p99_ms"],
-        r["lost"],
-        r["first_run_kib_per_connection"],
-        r["server_cpu_percent"],
-        r.get("server_runnable_percent"),
-        r["load_cpu_percent"],
-        r["load_saturated"],
-        r["other_cpu_percent"],
-    ]
+    return _row(
+        benchmark, case, r, r["deliveries_per_s"], r["lost"], r["first_run_kib_per_connection"]
+    )
+
+
+def _ws_frames(r: Result, batch: bool) -> str:
+    """How the WebSocket subscribers got their events: the figures differ several-fold."""
+    if not r["ws_subscribers"]:
+        return ""
+    return " ?batch=1" if batch else ", one frame per event"
 
 
 def _fanout_rows(result: Result) -> list[Row]:
-    batch = " ?batch=1" if result.get("batch") else ""
     return [
-        _delivery_row("fan-out", f"{fanout.mix_label(r)}{batch} (deliveries/s)", r)
+        _delivery_row(
+            "fan-out",
+            f"{fanout.mix_label(r)}{_ws_frames(r, result.get('batch', False))} (deliveries/s)",
+            r,
+        )
         for r in result["rows"]
     ]
 
 
 def _saturation_rows(result: Result) -> list[Row]:
     best = result["best"]
-    if best is None:  # not even the first step within the limit: show that step
-        first = result["steps"][0]
-        case = f"{first['subscribers']} SSE: none within 1 s, at {first['rate']:g}/s (deliveries/s)"
-        return [_delivery_row("saturation", case, first)]
-    case = f"{best['subscribers']} SSE, best {best['rate']:g} events/s (deliveries/s)"
-    return [_delivery_row("saturation", case, best)]
+    shown = best or result["steps"][0]  # none within the limit: show the first step
+    workers = shown["server_workers"]
+    where = "on one core" if result["pinned"] else "unpinned"
+    setup = f"{shown['subscribers']} SSE, {workers} worker{'s' if workers > 1 else ''} {where}"
+    if best is None:
+        limit = f"{result['limit_ms'] / 1000:g} s"
+        case = f"{setup}: none within {limit}, at {shown['rate']:g}/s (deliveries/s)"
+    else:
+        case = f"{setup}, best {best['rate']:g} events/s (deliveries/s)"
+    row = _delivery_row("saturation", case, shown)
+    # Per connection only on a fresh server's first step, and only when the RSS
+    # read (the process started) is the one serving, not a --workers supervisor.
+    if shown is not result["steps"][0] or workers > 1:
+        _blank(row, "KiB/conn")
+    return [row]
 
 
 def _idle_rows(result: Result) -> list[Row]:
-    rows = []
-    for r in result["rows"]:
-        row = _delivery_row("idle", f"{r['subscribers']:,} SSE held {result['hold_s']:g} s", r)
-        row[3:6] = [None, None, None]  # the probe's rate and latency say nothing here
-        rows.append(row)
-    return rows
+    name = "WebSocket" if result["transport"] == "websocket" else "SSE"
+    return [
+        # the probe's rate and latency say nothing here
+        _blank(
+            _delivery_row("idle", f"{r['subscribers']:,} {name} held {result['hold_s']:g} s", r),
+            "rate /s",
+            "p50 ms",
+            "p99 ms",
+        )
+        for r in result["rows"]
+    ]
 
 
 def _attempt(

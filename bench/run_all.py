@@ -1,23 +1,39 @@
 """The whole suite in one command, Livefeed beside the baseline, then one table.
 
-    python -m bench.run_all             # every scenario once, about 12 minutes
+    python -m bench.run_all             # every scenario once, about 17 minutes
     python -m bench.run_all --runs 3    # medians of 3, what bench/README.md reports
-    python -m bench.run_all --smoke     # seconds: does the suite still work? (CI)
+    python -m bench.run_all --smoke     # under a minute: does the suite still work? (CI)
     python -m bench.run_all --only fanout,replay
 
-Scenarios: durable publish (Livefeed only: the baseline keeps nothing), by
-POST and over WebSocket;
-replay of 20,000 events; fan-out at 100 and 1,000 subscribers x 100 events/s
-(SSE, and SSE + WebSocket with and without ``?batch=1``; 1,000 SSE following
-one workflow, and following 50 with the events spread over them); saturation (the
-rate ladder until p99 > 1 s); 2,000 and 5,000 idle SSE connections.  Each
-runs on Livefeed and on the Starlette + sse-starlette baseline
-(``bench/baseline_app.py``) with the same load generator.
+Scenarios (``--only`` names):
+
+- ``publish``, ``ws_publish``: durable single-event and batched publish by
+  POST, and single events over WebSocket (Livefeed only: the baseline keeps
+  nothing);
+- ``replay``: 20,000 events read back over SSE, WebSocket (one frame per event,
+  and ``?batch=1``), pages and the NDJSON export (the baseline: SSE and one
+  frame per event, all it has);
+- ``fanout``: 100 and 1,000 subscribers x 100 events/s: SSE, and 500 SSE + 500
+  WebSocket with one frame per event and with ``?batch=1``; 1,000 SSE following
+  one workflow, and following 50 with the events spread over them;
+- ``saturation``: 1,000 SSE, the rate ladder until p99 > 1 s;
+- ``workers``: the same with 500 SSE, one worker against ``--workers 2``, every
+  worker pinned to the one server core (Livefeed only);
+- ``idle``: 2,000 and 5,000 idle connections held 30 s, SSE and WebSocket;
+- ``scaleout``: ``bench/scaleout.py``: cross-worker delivery on SQLite
+  (``--workers 2``), cross-node delivery on PostgreSQL, and PostgreSQL publish
+  throughput on one node and two, single and batched (Livefeed only: the
+  baseline has no database).  PostgreSQL unreachable fails its cases, not the run.
+
+Everything the baseline can do runs on Livefeed and on the Starlette +
+sse-starlette baseline (``bench/baseline_app.py``) with the same load generator.
 
 Exits non-zero if any benchmark failed: a request error, a lost, duplicated
 or reordered event, a subscriber that could not connect, a server that did
-not start.  ``--smoke`` uses tiny sizes and shares one Livefeed server between
-its steps (the baseline gets its own), so it checks the machinery, not the speed.
+not start, a database that could not be reached.  ``--smoke`` uses tiny sizes
+and shares one Livefeed server between its steps (the baseline gets its own;
+scale-out starts its own, at ``bench.scaleout --smoke`` sizes), so it checks
+the machinery, not the speed; saturation, workers and idle are too slow for it.
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, idle, publish, replay, saturation, ws_publish
+from bench import fanout, idle, publish, replay, saturation, scaleout, ws_publish
 from bench.common import (
     NOISY_BACKGROUND_PERCENT,
     TARGETS,
@@ -46,7 +62,16 @@ from bench.common import (
     running_server,
 )
 
-SCENARIOS = ("publish", "ws_publish", "replay", "fanout", "saturation", "idle")
+SCENARIOS = (
+    "publish",
+    "ws_publish",
+    "replay",
+    "fanout",
+    "saturation",
+    "workers",
+    "idle",
+    "scaleout",
+)
 SMOKE = {
     "publish": {"batches": [1, 100], "seconds": 0.3},
     # under 1000 publishes a second per socket: the server's WebSocket frame cap
@@ -56,8 +81,10 @@ SMOKE = {
         {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0},
         {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0, "channels": 50},
     ],
+    "scaleout": {"smoke": True},  # its own smoke sizes: about 15 s, PostgreSQL included
 }
-#: The issue's scenarios; everything but publish runs on both servers.
+WORKERS_LADDER = (200, 300, 400, 500, 600, 800, 1000)
+#: The issue's scenarios; each runs on both servers where the baseline can.
 DEFAULTS = {
     "publish": {"batches": [1, 100, 1000], "seconds": 3.0},
     "ws_publish": {"seconds": 3.0},
@@ -72,7 +99,13 @@ DEFAULTS = {
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0, "channels": 50},
     ],
     "saturation": {"subscribers": 1000, "seconds": 5.0},
-    "idle": {"counts": [2000, 5000], "hold_s": 30.0},
+    # what a second process costs on the same core: one worker, then two
+    "workers": [
+        {"subscribers": 500, "seconds": 5.0, "ladder": WORKERS_LADDER, "server_workers": n}
+        for n in (1, 2)
+    ],
+    "idle": {"counts": [2000, 5000], "hold_s": 30.0},  # over each of idle.TRANSPORTS
+    "scaleout": {"smoke": False},  # bench/scaleout.py's DEFAULTS
 }
 SUMMARY_HEADERS = [
     "benchmark",
@@ -225,6 +258,17 @@ def _idle_rows(result: Result) -> list[Row]:
     ]
 
 
+def _scaleout_rows(result: Result) -> list[Row]:
+    rows = []
+    for r in scaleout.shown_rows(result["rows"]):
+        if "subscribers" in r:  # delivery latency at an offered rate
+            case = f"{r['case'].strip()}, {r['subscribers']} WS x {r['rate']:g}/s (events/s)"
+            rows.append(_row("scale-out", case, r, r["rate"], r["lost"]))
+        else:  # publish throughput; its latency is per request
+            rows.append(_row("scale-out", r["case"], r, r["events_per_s"]))
+    return rows
+
+
 def _attempt(
     name: str, bench: Callable[[], Result], printer: Callable[[Result], None]
 ) -> tuple[Result | None, list[str]]:
@@ -301,15 +345,37 @@ def _steps(
                     _saturation_rows,
                 )
             )
-        if "idle" in only and not smoke:
-            steps.append(
+        if "workers" in only and not smoke and target == "livefeed":  # --workers is Livefeed's
+            steps += [
                 (
-                    f"idle on {target}",
-                    lambda t=target: idle.run(**sizes["idle"], target=t, **common),
+                    f"saturation with {case['server_workers']} worker(s) on {target}",
+                    lambda c=case: saturation.run(**c, **common),
+                    saturation.print_results,
+                    _saturation_rows,
+                )
+                for case in sizes["workers"]
+            ]
+        if "idle" in only and not smoke:
+            steps += [
+                (
+                    f"idle {transport} on {target}",
+                    lambda t=target, tr=transport: idle.run(
+                        **sizes["idle"], transport=tr, target=t, **common
+                    ),
                     idle.print_results,
                     _idle_rows,
                 )
+                for transport in idle.TRANSPORTS
+            ]
+    if "scaleout" in only:  # Livefeed only: the baseline has no database to share
+        steps.append(
+            (
+                "scale-out",
+                lambda: scaleout.run(**sizes["scaleout"], **common),
+                scaleout.print_results,
+                _scaleout_rows,
             )
+        )
     return steps
 
 
@@ -355,7 +421,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_quiet_flag(parser)
     parser.add_argument("--json", type=Path, help="also write the summary rows to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(SCENARIOS)
+    if unknown:  # a typo would otherwise run nothing and say only that nothing ran
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

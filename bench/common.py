@@ -57,9 +57,19 @@ class BenchFailure(Exception):
 # ---------------------------------------------------------------- CPU pinning
 
 
+#: The cores this process could use when it started, before ``pin_load_generator``
+#: narrowed it to the load core.
+START_CORES = frozenset(os.sched_getaffinity(0))
+
+
 def can_pin() -> bool:
-    """Pinning needs two cores we may use and ``taskset`` for the server."""
-    return len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset") is not None
+    """Pinning needs both cores (server and load) and ``taskset`` for the server.
+
+    Judged on the cores we started with, not on our affinity now: once the load
+    generator has pinned itself, a server it starts must still go to the server
+    core, not inherit the load core (taskset may move it there).
+    """
+    return {SERVER_CORE, LOAD_CORE} <= START_CORES and shutil.which("taskset") is not None
 
 
 def pin_load_generator(enabled: bool) -> int:
@@ -167,11 +177,14 @@ class Runnable:
     every sample has no idle time left on its core: it is saturated,
     whatever its CPU% says.  Every thread counts (replay pages are built on
     the SQLite reader threads, fan-out runs on the event loop's).  Sampled
-    from a thread of the load generator every ``interval_s``.
+    from a thread of the load generator every ``interval_s``.  ``pid`` may be
+    several processes (``--workers N``, all pinned to the server core): then a
+    sample counts if a thread of any of them is runnable, which is the core
+    being busy; the supervisor alone only waits.
     """
 
-    def __init__(self, pid: int, interval_s: float = 0.002) -> None:
-        self._pid = pid
+    def __init__(self, pid: int | Sequence[int], interval_s: float = 0.002) -> None:
+        self._pids = [pid] if isinstance(pid, int) else list(pid)
         self._interval_s = interval_s
         self._samples = 0
         self._runnable = 0
@@ -188,13 +201,11 @@ class Runnable:
         return self
 
     def _tasks(self) -> list[str]:
-        try:
-            return [
-                f"/proc/{self._pid}/task/{tid}/stat"
-                for tid in os.listdir(f"/proc/{self._pid}/task")
-            ]
-        except OSError:
-            return []
+        paths = []
+        for pid in self._pids:
+            with contextlib.suppress(OSError):
+                paths += [f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task")]
+        return paths
 
     def _sample(self) -> None:
         tasks = self._tasks()

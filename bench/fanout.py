@@ -652,7 +652,7 @@ def run_once(
         rss_connected = server.memory_kib().get("VmRSS", 0)
         background = Background().start()
         server_cpu = CpuWindow(server.pids()).start()
-        runnable = Runnable(server.pid).start()
+        runnable = Runnable(server.pids()).start()  # --workers N: every worker
         parent_cpu = SelfCpu().start()
         profiler = Profiler(server.pids(), profile).start() if profile else None
         for pipe in pipes:

@@ -22,6 +22,7 @@ from bench import fanout
 from bench.common import add_run_flags, print_table, run_and_report, run_options
 
 PROBE_DRAIN_S = 30.0
+TRANSPORTS = ("sse", "websocket")
 
 
 def run(
@@ -96,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--counts", default="2000,5000", help="comma-separated connection counts")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds to hold them idle")
-    parser.add_argument("--transport", choices=["sse", "websocket"], default="sse")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="sse")
     add_run_flags(parser)
     return parser.parse_args(argv)
 

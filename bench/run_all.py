@@ -1,23 +1,39 @@
 """The whole suite in one command, Livefeed beside the baseline, then one table.
 
-    python -m bench.run_all             # every scenario once, about 12 minutes
+    python -m bench.run_all             # every scenario once, about 17 minutes
     python -m bench.run_all --runs 3    # medians of 3, what bench/README.md reports
-    python -m bench.run_all --smoke     # seconds: does the suite still work? (CI)
+    python -m bench.run_all --smoke     # under a minute: does the suite still work? (CI)
     python -m bench.run_all --only fanout,replay
 
-Scenarios: durable publish (Livefeed only: the baseline keeps nothing), by
-POST and over WebSocket;
-replay of 20,000 events; fan-out at 100 and 1,000 subscribers x 100 events/s
-(SSE, and SSE + WebSocket with and without ``?batch=1``; 1,000 SSE following
-one workflow, and following 50 with the events spread over them); saturation (the
-rate ladder until p99 > 1 s); 2,000 and 5,000 idle SSE connections.  Each
-runs on Livefeed and on the Starlette + sse-starlette baseline
-(``bench/baseline_app.py``) with the same load generator.
+Scenarios (``--only`` names):
+
+- ``publish``, ``ws_publish``: durable single-event and batched publish by
+  POST, and single events over WebSocket (Livefeed only: the baseline keeps
+  nothing);
+- ``replay``: 20,000 events read back over SSE, WebSocket (one frame per event,
+  and ``?batch=1``), pages and the NDJSON export (the baseline: SSE and one
+  frame per event, all it has);
+- ``fanout``: 100 and 1,000 subscribers x 100 events/s: SSE, and 500 SSE + 500
+  WebSocket with one frame per event and with ``?batch=1``; 1,000 SSE following
+  one workflow, and following 50 with the events spread over them;
+- ``saturation``: 1,000 SSE, the rate ladder until p99 > 1 s;
+- ``workers``: the same with 500 SSE, one worker against ``--workers 2``, every
+  worker pinned to the one server core (Livefeed only);
+- ``idle``: 2,000 and 5,000 idle connections held 30 s, SSE and WebSocket;
+- ``scaleout``: ``bench/scaleout.py``: cross-worker delivery on SQLite
+  (``--workers 2``), cross-node delivery on PostgreSQL, and PostgreSQL publish
+  throughput on one node and two, single and batched (Livefeed only: the
+  baseline has no database).  PostgreSQL unreachable fails its cases, not the run.
+
+Everything the baseline can do runs on Livefeed and on the Starlette +
+sse-starlette baseline (``bench/baseline_app.py``) with the same load generator.
 
 Exits non-zero if any benchmark failed: a request error, a lost, duplicated
 or reordered event, a subscriber that could not connect, a server that did
-not start.  ``--smoke`` uses tiny sizes and shares one Livefeed server between
-its steps (the baseline gets its own), so it checks the machinery, not the speed.
+not start, a database that could not be reached.  ``--smoke`` uses tiny sizes
+and shares one Livefeed server between its steps (the baseline gets its own;
+scale-out starts its own, at ``bench.scaleout --smoke`` sizes), so it checks
+the machinery, not the speed; saturation, workers and idle are too slow for it.
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, idle, publish, replay, saturation, ws_publish
+from bench import fanout, idle, publish, replay, saturation, scaleout, ws_publish
 from bench.common import (
     NOISY_BACKGROUND_PERCENT,
     TARGETS,
@@ -46,7 +62,16 @@ from bench.common import (
     running_server,
 )
 
-SCENARIOS = ("publish", "ws_publish", "replay", "fanout", "saturation", "idle")
+SCENARIOS = (
+    "publish",
+    "ws_publish",
+    "replay",
+    "fanout",
+    "saturation",
+    "workers",
+    "idle",
+    "scaleout",
+)
 SMOKE = {
     "publish": {"batches": [1, 100], "seconds": 0.3},
     # under 1000 publishes a second per socket: the server's WebSocket frame cap
@@ -56,8 +81,10 @@ SMOKE = {
         {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0},
         {"subscribers": 20, "rate": 50, "seconds": 1.0, "drain_s": 5.0, "channels": 50},
     ],
+    "scaleout": {"smoke": True},  # its own smoke sizes: about 15 s, PostgreSQL included
 }
-#: The issue's scenarios; everything but publish runs on both servers.
+WORKERS_LADDER = (200, 300, 400, 500, 600, 800, 1000)
+#: The issue's scenarios; each runs on both servers where the baseline can.
 DEFAULTS = {
     "publish": {"batches": [1, 100, 1000], "seconds": 3.0},
     "ws_publish": {"seconds": 3.0},
@@ -72,7 +99,13 @@ DEFAULTS = {
         {"subscribers": 1000, "rate": 100, "seconds": 10.0, "ws_fraction": 0.0, "channels": 50},
     ],
     "saturation": {"subscribers": 1000, "seconds": 5.0},
-    "idle": {"counts": [2000, 5000], "hold_s": 30.0},
+    # what a second process costs on the same core: one worker, then two
+    "workers": [
+        {"subscribers": 500, "seconds": 5.0, "ladder": WORKERS_LADDER, "server_workers": n}
+        for n in (1, 2)
+    ],
+    "idle": {"counts": [2000, 5000], "hold_s": 30.0},  # over each of idle.TRANSPORTS
+    "scaleout": {"smoke": False},  # bench/scaleout.py's DEFAULTS
 }
 SUMMARY_HEADERS = [
     "benchmark",
@@ -85,100 +118,154 @@ SUMMARY_HEADERS = [
     "KiB/conn",
     "server CPU%",
     "server busy%",
+    "srv µs/event",
     "load CPU%",
     "load saturated",
     "other CPU%",
 ]
+#: How each replay method reads the log, as the summary names it.
+REPLAY_LABELS = {
+    "sse": "SSE",
+    "websocket": "WebSocket, one frame per event",
+    "websocket+batch": "WebSocket ?batch=1",
+    "websocket+deflate": "WebSocket, deflate",
+    "pages": "pages of 1000",
+    "ndjson": "NDJSON export",
+}
 
 Row = list[Any]
 Result = dict[str, Any]
 Step = tuple[str, Callable[[], Result], Callable[[Result], None], Callable[[Result], list[Row]]]
 
 
+def _row(
+    benchmark: str,
+    case: str,
+    r: Result,
+    rate: float | None,
+    lost: int | None = None,
+    kib: float | None = None,
+    load: str = "load",
+) -> Row:
+    """One summary row; latency and the CPU columns come from ``r``.  ``load`` names
+    the load generator in ``r``'s keys ("client" in publish and replay)."""
+    return [
+        benchmark,
+        r.get("target", "livefeed"),
+        case,
+        rate,
+        r.get("p50_ms"),
+        r.get("p99_ms"),
+        lost,
+        kib,
+        r["server_cpu_percent"],
+        r.get("server_runnable_percent"),
+        r.get("server_us_per_event"),
+        r[f"{load}_cpu_percent"],
+        r[f"{load}_saturated"],
+        r["other_cpu_percent"],
+    ]
+
+
+def _blank(row: Row, *columns: str) -> Row:
+    """Empty the named columns: figures the benchmark measured that mean nothing there."""
+    for column in columns:
+        row[SUMMARY_HEADERS.index(column)] = None
+    return row
+
+
 def _publish_rows(result: Result) -> list[Row]:
     return [
-        [
+        _row(
             "publish",
-            "livefeed",
             f"{r['mode']}, {r['concurrency']} conns (events/s)",
+            r,
             r["events_per_s"],
-            r["p50_ms"],
-            r["p99_ms"],
-            None,
-            None,
-            r["server_cpu_percent"],
-            r.get("server_runnable_percent"),
-            r["client_cpu_percent"],
-            r["client_saturated"],
-            r["other_cpu_percent"],
-        ]
+            load="client",
+        )
         for r in result["rows"]
     ]
 
 
 def _replay_rows(result: Result) -> list[Row]:
     return [
-        [
+        _row(
             "replay",
-            r["target"],
-            f"{r['events']:,} over {r['method']} (events/s)",
+            f"{r['expected']:,} over {REPLAY_LABELS.get(r['method'], r['method'])} (events/s)",
+            r,
             r["events_per_s"],
-            None,
-            None,
-            r["expected"] - r["events"],
-            None,
-            r["server_cpu_percent"],
-            r.get("server_runnable_percent"),
-            r["client_cpu_percent"],
-            r["client_saturated"],
-            r["other_cpu_percent"],
-        ]
+            lost=r["expected"] - r["events"],
+            load="client",
+        )
         for r in result["rows"]
     ]
 
 
 def _delivery_row(benchmark: str, case: str, r: Result) -> Row:
-    return [
-        benchmark,
-        r["target"],
-        case,
-        r["deliveries_per_s"],
-        r["p50_ms"],
-        r["p99_ms"],
-        r["lost"],
-        r["first_run_kib_per_connection"],
-        r["server_cpu_percent"],
-        r.get("server_runnable_percent"),
-        r["load_cpu_percent"],
-        r["load_saturated"],
-        r["other_cpu_percent"],
-    ]
+    return _row(
+        benchmark, case, r, r["deliveries_per_s"], r["lost"], r["first_run_kib_per_connection"]
+    )
+
+
+def _ws_frames(r: Result, batch: bool) -> str:
+    """How the WebSocket subscribers got their events: the figures differ several-fold."""
+    if not r["ws_subscribers"]:
+        return ""
+    return " ?batch=1" if batch else ", one frame per event"
 
 
 def _fanout_rows(result: Result) -> list[Row]:
-    batch = " ?batch=1" if result.get("batch") else ""
     return [
-        _delivery_row("fan-out", f"{fanout.mix_label(r)}{batch} (deliveries/s)", r)
+        _delivery_row(
+            "fan-out",
+            f"{fanout.mix_label(r)}{_ws_frames(r, result.get('batch', False))} (deliveries/s)",
+            r,
+        )
         for r in result["rows"]
     ]
 
 
 def _saturation_rows(result: Result) -> list[Row]:
     best = result["best"]
-    if best is None:  # not even the first step within the limit: show that step
-        first = result["steps"][0]
-        case = f"{first['subscribers']} SSE: none within 1 s, at {first['rate']:g}/s (deliveries/s)"
-        return [_delivery_row("saturation", case, first)]
-    case = f"{best['subscribers']} SSE, best {best['rate']:g} events/s (deliveries/s)"
-    return [_delivery_row("saturation", case, best)]
+    shown = best or result["steps"][0]  # none within the limit: show the first step
+    workers = shown["server_workers"]
+    where = "on one core" if result["pinned"] else "unpinned"
+    setup = f"{shown['subscribers']} SSE, {workers} worker{'s' if workers > 1 else ''} {where}"
+    if best is None:
+        limit = f"{result['limit_ms'] / 1000:g} s"
+        case = f"{setup}: none within {limit}, at {shown['rate']:g}/s (deliveries/s)"
+    else:
+        case = f"{setup}, best {best['rate']:g} events/s (deliveries/s)"
+    row = _delivery_row("saturation", case, shown)
+    # Per connection only on a fresh server's first step, and only when the RSS
+    # read (the process started) is the one serving, not a --workers supervisor.
+    if shown is not result["steps"][0] or workers > 1:
+        _blank(row, "KiB/conn")
+    return [row]
 
 
 def _idle_rows(result: Result) -> list[Row]:
+    name = "WebSocket" if result["transport"] == "websocket" else "SSE"
+    return [
+        # the probe's rate and latency say nothing here
+        _blank(
+            _delivery_row("idle", f"{r['subscribers']:,} {name} held {result['hold_s']:g} s", r),
+            "rate /s",
+            "p50 ms",
+            "p99 ms",
+        )
+        for r in result["rows"]
+    ]
+
+
+def _scaleout_rows(result: Result) -> list[Row]:
     rows = []
-    for r in result["rows"]:
-        row = _delivery_row("idle", f"{r['subscribers']:,} SSE held {result['hold_s']:g} s", r)
-        row[3:6] = [None, None, None]  # the probe's rate and latency say nothing here
-        rows.append(row)
+    for r in scaleout.shown_rows(result["rows"]):
+        if "subscribers" in r:  # delivery latency at an offered rate
+            case = f"{r['case'].strip()}, {r['subscribers']} WS x {r['rate']:g}/s (events/s)"
+            rows.append(_row("scale-out", case, r, r["rate"], r["lost"]))
+        else:  # publish throughput; its latency is per request
+            rows.append(_row("scale-out", r["case"], r, r["events_per_s"]))
     return rows
 
 
@@ -258,15 +345,37 @@ def _steps(
                     _saturation_rows,
                 )
             )
-        if "idle" in only and not smoke:
-            steps.append(
+        if "workers" in only and not smoke and target == "livefeed":  # --workers is Livefeed's
+            steps += [
                 (
-                    f"idle on {target}",
-                    lambda t=target: idle.run(**sizes["idle"], target=t, **common),
+                    f"saturation with {case['server_workers']} worker(s) on {target}",
+                    lambda c=case: saturation.run(**c, **common),
+                    saturation.print_results,
+                    _saturation_rows,
+                )
+                for case in sizes["workers"]
+            ]
+        if "idle" in only and not smoke:
+            steps += [
+                (
+                    f"idle {transport} on {target}",
+                    lambda t=target, tr=transport: idle.run(
+                        **sizes["idle"], transport=tr, target=t, **common
+                    ),
                     idle.print_results,
                     _idle_rows,
                 )
+                for transport in idle.TRANSPORTS
+            ]
+    if "scaleout" in only:  # Livefeed only: the baseline has no database to share
+        steps.append(
+            (
+                "scale-out",
+                lambda: scaleout.run(**sizes["scaleout"], **common),
+                scaleout.print_results,
+                _scaleout_rows,
             )
+        )
     return steps
 
 
@@ -312,7 +421,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_quiet_flag(parser)
     parser.add_argument("--json", type=Path, help="also write the summary rows to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(SCENARIOS)
+    if unknown:  # a typo would otherwise run nothing and say only that nothing ran
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

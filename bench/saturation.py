@@ -22,6 +22,7 @@ from typing import Any
 from bench import fanout
 from bench.common import (
     add_run_flags,
+    can_pin,
     print_table,
     raise_fd_limit,
     run_and_report,
@@ -70,7 +71,14 @@ def run(
     within = [r for r in steps if r["p99_ms"] <= limit_ms and not r["lost"]]
     # None is a finding, not a failure: the server cannot keep even the first step's pace
     best = max(within, key=lambda r: r["deliveries_per_s"], default=None)
-    return {"steps": steps, "best": best, "limit_ms": limit_ms, "runs": runs, "failures": failures}
+    return {
+        "steps": steps,
+        "best": best,
+        "limit_ms": limit_ms,
+        "runs": runs,
+        "failures": failures,
+        "pinned": pin and can_pin(),  # every worker on the server core
+    }
 
 
 def print_results(result: dict[str, Any]) -> None:

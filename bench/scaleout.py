@@ -13,8 +13,8 @@ Issue 5 asks for three figures that the single-process benchmarks cannot give:
    ports and one fresh database; publishes through node A, subscribers on node
    B (``LISTEN/NOTIFY``).
 3. **durable publish throughput** on PostgreSQL: ``bench/publish.py``'s phases
-   against one node (single events from C connections, batches), then single
-   events through two nodes at once (aggregate events/s).
+   against one node (single events from C connections, batches), then the
+   same through two nodes at once (aggregate events/s).
 
 Every event carries ``{"t": time.time()}`` taken just before its POST, so a
 delivery's latency is publish -> commit -> the other process notices -> frame
@@ -540,37 +540,25 @@ def throughput_runs(
 
 
 def case_throughput(args: argparse.Namespace, load_cores: int) -> list[dict[str, Any]]:
-    """One node: single events from C connections, then batches; then two nodes at once."""
+    """Single events from C connections, then batches: on one node, then on two at once."""
     database = fresh_database()
     pin = not args.no_pin
-    conc = args.concurrency
     rows: list[dict[str, Any]] = []
+
+    def both_modes(servers: list[Server]) -> None:
+        if len(servers) == 1:
+            nodes = ", 1 node (events/s)"
+        else:
+            nodes = f" x {len(servers)} nodes (aggregate events/s)"
+        for batch in (1, args.batch):
+            mode = "single" if batch == 1 else f"batch {batch}"
+            label = f"PostgreSQL publish {mode}, {args.concurrency} conns{nodes}"
+            rows.extend(throughput_runs(label, servers, batch, database, args, load_cores))
+
     with running_nodes(1, database, pin, args.env) as (node_a,):
-        rows += throughput_runs(
-            f"PG publish single, {conc} conns, 1 node (events/s)",
-            [node_a],
-            1,
-            database,
-            args,
-            load_cores,
-        )
-        rows += throughput_runs(
-            f"PG publish batch {args.batch}, {conc} conns, 1 node (events/s)",
-            [node_a],
-            args.batch,
-            database,
-            args,
-            load_cores,
-        )
+        both_modes([node_a])
         with running_nodes(1, database, pin, args.env) as (node_b,):
-            rows += throughput_runs(
-                f"PG publish single, {conc} conns x 2 nodes (aggregate events/s)",
-                [node_a, node_b],
-                1,
-                database,
-                args,
-                load_cores,
-            )
+            both_modes([node_a, node_b])
             rows.append(log_row(node_b, "PG publish node B"))
         rows.append(log_row(node_a, "PG publish node A"))
     return rows
@@ -680,8 +668,14 @@ def print_notes(rows: Sequence[dict[str, Any]], runs: int) -> None:
             print(f"  {what}: NOISY, other processes used {row['other_cpu_percent']:.0f} % CPU")
 
 
-def print_results(rows: Sequence[dict[str, Any]], runs: int) -> None:
-    shown = [row for row in rows if "log_of" not in row and not row.get("check_only")]
+def shown_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's rows: the median runs, without the check-only runs and the log rows."""
+    return [row for row in rows if "log_of" not in row and not row.get("check_only")]
+
+
+def print_results(result: dict[str, Any]) -> None:
+    rows, runs = result["rows"], result["runs"]
+    shown = shown_rows(rows)
     if not shown:
         return
     print_table(
@@ -743,12 +737,11 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, int], list[dict[str, Any]]]] = 
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    print(environment_line(not args.no_pin) + "; PostgreSQL on 127.0.0.1:5432 unpinned")
+def run_cases(args: argparse.Namespace) -> dict[str, Any]:
+    """Every case asked for; one that cannot run (no PostgreSQL) is a failure, and the
+    next still runs.  ``rows`` holds every run and the servers' logs (``shown_rows``)."""
     load_cores = pin_load_generator(not args.no_pin)
     use_uvloop()
-    started = time.monotonic()
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for case in (c for c in CASES if c in args.cases.split(",")):
@@ -756,12 +749,34 @@ def main(argv: list[str] | None = None) -> int:
             rows += RUNNERS[case](args, load_cores)
         except (BenchFailure, OSError, TimeoutError) as exc:  # the next case may still run
             problems.append(f"{case}: {type(exc).__name__}: {exc}")
-    print_results(rows, args.runs)
+    return {"rows": rows, "runs": args.runs, "failures": problems + failures_of(rows)}
+
+
+def run(
+    *,
+    smoke: bool = False,
+    cases: Sequence[str] = CASES,
+    runs: int = 1,
+    pin: bool = True,
+    quiet_s: float = 0.0,
+) -> dict[str, Any]:
+    """``run_cases`` for ``bench.run_all``: the same sizes as the command line
+    (``SMOKE`` or ``DEFAULTS``), through its own parser."""
+    argv = ["--cases", ",".join(cases), "--runs", str(runs), "--wait-quiet", str(quiet_s)]
+    argv += ["--smoke"] * smoke + ["--no-pin"] * (not pin)
+    return run_cases(parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(environment_line(not args.no_pin) + "; PostgreSQL on 127.0.0.1:5432 unpinned")
+    started = time.monotonic()
+    result = run_cases(args)
+    print_results(result)
     print(f"\n(took {time.monotonic() - started:.0f} s)")
-    problems += failures_of(rows)
-    for problem in problems:
+    for problem in result["failures"]:
         print(f"FAILED: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return 1 if result["failures"] else 0
 
 
 if __name__ == "__main__":

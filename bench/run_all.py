@@ -11,8 +11,9 @@ Scenarios (``--only`` names):
   POST, and single events over WebSocket (Livefeed only: the baseline keeps
   nothing);
 - ``replay``: 20,000 events read back over SSE, WebSocket (one frame per event,
-  and ``?batch=1``), pages and the NDJSON export (the baseline: SSE and one
-  frame per event, all it has);
+  read by the ``websockets`` client and by a raw frame reader, and
+  ``?batch=1``), pages and the NDJSON export (the baseline: SSE and one frame
+  per event, all it has);
 - ``fanout``: 100 and 1,000 subscribers x 100 events/s: SSE, and 500 SSE + 500
   WebSocket with one frame per event and with ``?batch=1``; 1,000 SSE following
   one workflow, and following 50 with the events spread over them;
@@ -127,6 +128,7 @@ SUMMARY_HEADERS = [
 REPLAY_LABELS = {
     "sse": "SSE",
     "websocket": "WebSocket, one frame per event",
+    "websocket-frames": "WebSocket, one frame per event, raw frame reader",
     "websocket+batch": "WebSocket ?batch=1",
     "websocket+deflate": "WebSocket, deflate",
     "pages": "pages of 1000",

@@ -40,13 +40,15 @@ DECLARE
     leaves BYTEA[];
     -- The frontier as a stack, top at `depth`: levels strictly decreasing
     -- upwards from the bottom, as Frontier._levels / _hashes.
-    levels INT[] := '{}';
-    positions BIGINT[] := '{}';
+    levels INT[];
     nodes BYTEA[];
-    depth INT := 0;
-    covered BIGINT := 0;
-    run BYTEA[] := '{}';  -- the new nodes in position order, as Frontier.append returns them
-    made INT := 0;
+    depth INT;
+    missing BIGINT;
+    -- The new nodes as row pieces: piece_hashes[i] to append to row piece_chunks[i].
+    piece_chunks BIGINT[] := '{}';
+    piece_hashes BYTEA[] := '{}';
+    pieces INT := 0;
+    pos BIGINT;  -- the next node's position
     leaf BYTEA;
     value BYTEA;
     level INT;
@@ -81,40 +83,49 @@ BEGIN
         'UTF8')) ORDER BY w.id), '{}')
     INTO leaves FROM written AS w;
 
-    -- 4. The frontier of after_id leaves: one complete subtree per one-bit of
-    -- the size, largest first (cover(0, size) in app/tlog/tree.py).  The node
-    -- of `level` whose last leaf is `last` sits at first_position(last) + level
-    -- (Node.position); the rows that hold them are read in one query.
-    FOR k IN REVERSE 62..0 LOOP
-        IF after_id & (1::BIGINT << k) <> 0 THEN
-            depth := depth + 1;
-            covered := covered + (1::BIGINT << k);
-            levels[depth] := k;
-            positions[depth] := livefeed_first_position(covered - 1) + k;
-        END IF;
-    END LOOP;
-    SELECT coalesce(array_agg(substr(t.hashes, (p.pos % 32 * 32 + 1)::INT, 32) ORDER BY p.n), '{}')
-    INTO nodes
-    FROM unnest(positions) WITH ORDINALITY AS p (pos, n)
-    LEFT JOIN tree_nodes AS t ON t.chunk = p.pos / 32;
-    FOR i IN 1..depth LOOP
-        IF length(nodes[i]) IS DISTINCT FROM 32 THEN
-            RAISE EXCEPTION 'the tree has no node at position %', positions[i];
-        END IF;
-    END LOOP;
+    -- 4. The frontier of after_id leaves: one complete subtree per one-bit k
+    -- of the size, largest first (cover(0, size) in app/tlog/tree.py).  Its
+    -- last leaf is the size with bits 0..k-1 cleared, minus one, and a node of
+    -- level k sits at first_position(its last leaf) + k (Node.position).  One
+    -- query finds them and reads the rows that hold them, by primary key.
+    SELECT coalesce(array_agg(f.k ORDER BY f.k DESC), '{}'),
+           coalesce(array_agg(f.hash ORDER BY f.k DESC), '{}'),
+           min(f.pos) FILTER (WHERE length(f.hash) IS DISTINCT FROM 32)
+    INTO levels, nodes, missing
+    FROM (
+        SELECT b.k, b.pos, substr(t.hashes, (b.pos % 32 * 32 + 1)::INT, 32) AS hash
+        FROM (
+            SELECT k, livefeed_first_position(((after_id >> k) << k) - 1) + k AS pos
+            FROM generate_series(62, 0, -1) AS k
+            WHERE ((after_id >> k) & 1) = 1
+        ) AS b
+        LEFT JOIN tree_nodes AS t ON t.chunk = b.pos / 32
+    ) AS f;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'the tree has no node at position %', missing;
+    END IF;
+    depth := cardinality(levels);
 
     -- Append each leaf as Frontier.append does: push it, merging while the top
-    -- of the stack is a subtree of the same level; every leaf and merge is the
-    -- next node in position order.
+    -- of the stack is a subtree of the same level.  Every leaf and every merge
+    -- is the next node in position order: each is added to the row pieces
+    -- (chunk, hashes) as node_rows() cuts them, a new piece at each multiple
+    -- of 32.
+    pos := livefeed_first_position(after_id);
     FOREACH leaf IN ARRAY leaves LOOP
-        made := made + 1;
-        run[made] := leaf;
         level := 0;
         value := leaf;
-        WHILE depth > 0 AND levels[depth] = level LOOP
+        LOOP
+            IF pieces = 0 OR pos % 32 = 0 THEN
+                pieces := pieces + 1;
+                piece_chunks[pieces] := pos / 32;
+                piece_hashes[pieces] := value;
+            ELSE
+                piece_hashes[pieces] := piece_hashes[pieces] || value;
+            END IF;
+            pos := pos + 1;
+            EXIT WHEN depth = 0 OR levels[depth] <> level;
             value := sha256(node_prefix || nodes[depth] || value);
-            made := made + 1;
-            run[made] := value;
             depth := depth - 1;
             level := level + 1;
         END LOOP;
@@ -123,12 +134,10 @@ BEGIN
         nodes[depth] := value;
     END LOOP;
 
-    -- The run from first_position(after_id) on, 32 hashes to a row: appended
-    -- to the last row, the rest in new rows (node_rows() and GROW_TREE).
+    -- The pieces appended to their rows: the first to the last row (a new row
+    -- when it starts one), the rest as new rows; GROW_TREE's statement.
     INSERT INTO tree_nodes (chunk, hashes)
-    SELECT (livefeed_first_position(after_id) + r.n - 1) / 32, string_agg(r.hash, ''::BYTEA ORDER BY r.n)
-    FROM unnest(run) WITH ORDINALITY AS r (hash, n)
-    GROUP BY 1
+    SELECT * FROM unnest(piece_chunks, piece_hashes)
     ON CONFLICT (chunk) DO UPDATE SET hashes = tree_nodes.hashes || EXCLUDED.hashes;
 
     -- 5. The head, and the NOTIFY (CHANNEL in postgres_sql.py), delivered on commit.

@@ -124,12 +124,12 @@ def test_the_function_uses_the_stores_formats() -> None:
 async def test_nodes_taking_turns_build_the_tree_python_builds(
     nodes: tuple[PostgresStore, PostgresStore], url: str
 ) -> None:
-    """Two commits a node, the nodes alternating: each first commit follows the other
-    node's (the database computes it), each second is proposed from the frontier the
+    """Three commits a node, the nodes alternating: the first two follow the other
+    node's (the database computes them), the third is proposed from the frontier the
     database answered.  Sizes around powers of two and across rows of nodes."""
     appended: list[Event] = []
     for turn, size in enumerate(SIZES):
-        node = nodes[turn // 2 % 2]
+        node = nodes[turn // 3 % 2]
         appended += await node.append(drafts(size, f"t{turn}"))
     await assert_log_is_pythons(nodes[0], url, appended)
 
@@ -183,8 +183,9 @@ async def test_each_group_without_keys_is_one_statement_whoever_appended_last(
     nodes: tuple[PostgresStore, PostgresStore], url: str
 ) -> None:
     """The statements an appender sends: the database's append when it holds no
-    frontier or has heard the head move, a proposal otherwise (and, refused, then
-    the database's), and the head lock's transaction only for idempotency keys."""
+    frontier, has heard the head move or found another node writing at its last
+    commit; a proposal otherwise (and, refused, then the database's); the head
+    lock's transaction only for idempotency keys."""
     other = nodes[0]
     sent: list[str] = []
     known_head = 0
@@ -215,9 +216,12 @@ async def test_each_group_without_keys_is_one_statement_whoever_appended_last(
         appended += await other.append(drafts(5, "other1"))
         known_head = appended[-1].id  # the listener heard it
         assert await commit(1) == [SERVER_APPEND_SQL]
-        assert await commit(40) == [APPEND_SQL]
+        # The other node wrote between its last two commits, so it may well again.
+        assert await commit(4) == [SERVER_APPEND_SQL]
+        assert await commit(40) == [APPEND_SQL]  # it wrote alone: proposing pays again
         appended += await other.append(drafts(2, "other2"))  # not heard of yet
         assert await commit(17) == [APPEND_SQL, SERVER_APPEND_SQL]
+        assert await commit(1) == [SERVER_APPEND_SQL]
         assert await commit(1) == [APPEND_SQL]
         with_key = await commit(2, key="k1")
         assert LOCK_HEAD_SQL in with_key and APPEND_SQL not in with_key

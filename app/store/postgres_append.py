@@ -89,26 +89,31 @@ class DatabaseClock:
 class Appender:
     """Writes the group committer's groups; it alone touches its frontier.
 
-    ``known_head`` is the newest head this node has heard of (its own commits,
-    the NOTIFY listener, the poll): past the frontier's size, another node has
-    written since, and a proposal would only be refused."""
+    A refused proposal costs a round trip and the hashing done for it, so
+    none is sent when it would likely be refused: when the newest head this
+    node has heard of (``known_head``: its own commits, the NOTIFY listener,
+    the poll) is past its frontier, or when another node wrote between its
+    last two commits (nodes publishing together keep doing so, and a NOTIFY
+    can still be on its way).  Once this node writes alone again, the
+    database's answer shows it and the next commit proposes."""
 
     def __init__(self, acquire: Acquire, known_head: Callable[[], int]) -> None:
         self._acquire = acquire
         self._known_head = known_head
         self._edge = TreeEdge()
         self._clock = DatabaseClock()
+        self._contended = False  # another node wrote between this node's last two commits
 
     async def commit(self, requests: list[AppendRequest]) -> Outcomes:
         now = time.time()
         if any(request.key for request in requests):
             return await self._under_lock(requests, now)
         size = self._edge.size
-        if size is not None and size >= self._known_head():
+        if size is not None and not self._contended and size >= self._known_head():
             outcomes = await self._one_statement(requests, now)
             if outcomes is not None:
                 return outcomes
-        return await self._in_database(requests, now)
+        return await self._in_database(requests, now, size)
 
     async def _one_statement(
         self, requests: Sequence[AppendRequest], now: float
@@ -140,10 +145,13 @@ class Appender:
         self._edge.keep(frontier, ts)
         return plan.outcomes
 
-    async def _in_database(self, requests: Sequence[AppendRequest], now: float) -> Outcomes:
+    async def _in_database(
+        self, requests: Sequence[AppendRequest], now: float, size: int | None
+    ) -> Outcomes:
         """The database numbers, stamps and hashes the group (migration 0006's
         ``livefeed_append``); the answer is planned here the same way, after the
-        head it followed, so the events built match the bytes it hashed."""
+        head it followed, so the events built match the bytes it hashed.
+        ``size``: where this node's previous commit left the head, if it knows."""
         drafts = [draft for request in requests for draft in request.drafts]
         sent = time.time()
         async with self._acquire() as conn:
@@ -156,6 +164,7 @@ class Appender:
                 )
             )
         self._clock.learn(clock, sent)
+        self._contended = size is not None and after != size
         self._edge.keep(Frontier.of(after + len(drafts), split_hashes(frontier)), ts)
         return plan_group(requests, after, ts, {}, now).outcomes
 

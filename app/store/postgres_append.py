@@ -16,8 +16,8 @@ database assigns under the head lock.  Three ways to write a group:
   append, a refused proposal): the database numbers, stamps and hashes the
   group and answers the new frontier, so the head lock is held for that
   statement only, however the nodes take turns, and this node's next commit
-  can propose again.  A proposal is not even tried when the NOTIFY listener
-  has already told this node that the head moved past its last commit.
+  can propose again.  A proposal likely to be refused is not even sent
+  (:class:`Appender` says when).
 - **Under the head lock**, for a group with idempotency keys: ``BEGIN``,
   lock the head and read ids, ts and keys (and the frontier when this node
   does not hold it), write, ``COMMIT``.  The keys must be read under the

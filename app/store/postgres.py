@@ -12,8 +12,9 @@ taking it, so two attempts with one key, on any nodes, write once.
 Group commit (shared with SQLite, :mod:`app.store.group`): publishes that
 arrive while a transaction is in flight are written together in the next
 one, whose inserts, Merkle tree nodes, head update and NOTIFY are a single
-statement when this node appended last (``APPEND_SQL`` says how), else a
-transaction that first takes the head lock.
+statement unless the group has idempotency keys: proposed by this node when
+it appended last (``APPEND_SQL``), else computed by the database
+(``SERVER_APPEND_SQL``); :mod:`app.store.postgres_append` says how.
 
 "The log advanced": the append statement calls ``pg_notify`` (delivered on
 commit; the payload is the new head id).  A dedicated connection listens and
@@ -191,7 +192,7 @@ class PostgresStore:
         self._write_pool: asyncpg.Pool | None = None
         self._closing = False
         self._watch = HeadWatch()
-        self._appender = Appender(lambda: self._connection(write=True))
+        self._appender = Appender(lambda: self._connection(write=True), lambda: self._watch.head)
         self._committer = GroupCommitter(self._appender.commit, self._watch.committed)
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -2,19 +2,26 @@
 Merkle tree's new nodes, the head and the NOTIFY, in one transaction.
 
 The nodes depend on the events' bytes, so on their ids and ts, which the
-database assigns under the head lock.  Two ways to write a group:
+database assigns under the head lock.  Three ways to write a group:
 
-- **One statement** (``APPEND_SQL``), when this node appended last and the
-  group has no idempotency keys: the node still holds the tree's frontier,
-  so it proposes the ids (after the head it left) and the ts (its estimate
-  of the database's clock, :class:`DatabaseClock`) with the nodes they make;
-  the statement writes only if the head has not moved and the ts is the
-  database's time to within ``CLOCK_LEEWAY_S``.  One round trip, as before
-  the tree existed.
-- **Under the head lock**, otherwise (another node appended meanwhile, a
-  first append, idempotency keys, a clock estimate gone stale): ``BEGIN``,
-  lock the head and read ids and ts from it (and the keys, and the frontier
-  when this node does not hold it), write, ``COMMIT``.
+- **One statement proposed by this node** (``APPEND_SQL``), when it appended
+  last and the group has no idempotency keys: the node still holds the
+  tree's frontier, so it proposes the ids (after the head it left) and the
+  ts (its estimate of the database's clock, :class:`DatabaseClock`) with the
+  nodes they make; the statement writes only if the head has not moved and
+  the ts is the database's time to within ``CLOCK_LEEWAY_S``.  One round
+  trip, as before the tree existed.
+- **One statement computed by the database** (``SERVER_APPEND_SQL``), for a
+  group without keys otherwise (another node appended meanwhile, a first
+  append, a refused proposal): the database numbers, stamps and hashes the
+  group and answers the new frontier, so the head lock is held for that
+  statement only, however the nodes take turns, and this node's next commit
+  can propose again.  A proposal likely to be refused is not even sent
+  (:class:`Appender` says when).
+- **Under the head lock**, for a group with idempotency keys: ``BEGIN``,
+  lock the head and read ids, ts and keys (and the frontier when this node
+  does not hold it), write, ``COMMIT``.  The keys must be read under the
+  lock before the group is planned, which one statement cannot do.
 """
 
 from __future__ import annotations
@@ -31,9 +38,17 @@ from app.errors import StoreUnavailable
 from app.events import utc_timestamp
 from app.store.base import IDEMPOTENCY_WINDOW_S, Appended
 from app.store.group import AppendRequest, plan_group
-from app.store.postgres_sql import APPEND_SQL, EARLIER_KEYS_SQL, LOCK_HEAD_SQL, WRITE_SQL
+from app.store.postgres_sql import (
+    APPEND_SQL,
+    EARLIER_KEYS_SQL,
+    LOCK_HEAD_SQL,
+    SERVER_APPEND_SQL,
+    WRITE_SQL,
+)
 from app.store.postgres_tree import load_frontier, node_columns
 from app.store.tree import TreeEdge, grow
+from app.tlog import Frontier
+from app.tlog.merkle import split_hashes
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -51,9 +66,9 @@ def one_row(row: asyncpg.Record | None) -> asyncpg.Record:
 
 
 class DatabaseClock:
-    """This node's estimate of the database's clock, learnt from each one-statement
-    append's answer, so the ts it proposes is the database's time to within the
-    round trip even when this machine's own clock is off."""
+    """This node's estimate of the database's clock, learnt from the answer of each
+    one-statement append (of either kind), so the ts it proposes is the database's
+    time to within the round trip even when this machine's own clock is off."""
 
     __slots__ = ("_offset",)
 
@@ -72,20 +87,33 @@ class DatabaseClock:
 
 
 class Appender:
-    """Writes the group committer's groups; it alone touches its frontier."""
+    """Writes the group committer's groups; it alone touches its frontier.
 
-    def __init__(self, acquire: Acquire) -> None:
+    A refused proposal costs a round trip and the hashing done for it, so
+    none is sent when it would likely be refused: when the newest head this
+    node has heard of (``known_head``: its own commits, the NOTIFY listener,
+    the poll) is past its frontier, or when another node wrote between its
+    last two commits (nodes publishing together keep doing so, and a NOTIFY
+    can still be on its way).  Once this node writes alone again, the
+    database's answer shows it and the next commit proposes."""
+
+    def __init__(self, acquire: Acquire, known_head: Callable[[], int]) -> None:
         self._acquire = acquire
+        self._known_head = known_head
         self._edge = TreeEdge()
         self._clock = DatabaseClock()
+        self._contended = False  # another node wrote between this node's last two commits
 
     async def commit(self, requests: list[AppendRequest]) -> Outcomes:
         now = time.time()
-        if not any(request.key for request in requests):
+        if any(request.key for request in requests):
+            return await self._under_lock(requests, now)
+        size = self._edge.size
+        if size is not None and not self._contended and size >= self._known_head():
             outcomes = await self._one_statement(requests, now)
             if outcomes is not None:
                 return outcomes
-        return await self._under_lock(requests, now)
+        return await self._in_database(requests, now, size)
 
     async def _one_statement(
         self, requests: Sequence[AppendRequest], now: float
@@ -116,6 +144,29 @@ class Appender:
             return None
         self._edge.keep(frontier, ts)
         return plan.outcomes
+
+    async def _in_database(
+        self, requests: Sequence[AppendRequest], now: float, size: int | None
+    ) -> Outcomes:
+        """The database numbers, stamps and hashes the group (migration 0006's
+        ``livefeed_append``); the answer is planned here the same way, after the
+        head it followed, so the events built match the bytes it hashed.
+        ``size``: where this node's previous commit left the head, if it knows."""
+        drafts = [draft for request in requests for draft in request.drafts]
+        sent = time.time()
+        async with self._acquire() as conn:
+            after, ts, clock, frontier = one_row(
+                await conn.fetchrow(
+                    SERVER_APPEND_SQL,
+                    [d.type for d in drafts],
+                    [d.workflow_id for d in drafts],
+                    [d.data for d in drafts],
+                )
+            )
+        self._clock.learn(clock, sent)
+        self._contended = size is not None and after != size
+        self._edge.keep(Frontier.of(after + len(drafts), split_hashes(frontier)), ts)
+        return plan_group(requests, after, ts, {}, now).outcomes
 
     async def _under_lock(self, requests: Sequence[AppendRequest], now: float) -> Outcomes:
         """One transaction holding the head lock from first to last: the ids, ts and

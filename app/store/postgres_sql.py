@@ -97,6 +97,14 @@ WITH head AS (
 SELECT head.clock, (SELECT count(*) FROM moved) AS moved FROM head
 """
 
+# A group without idempotency keys when this node does not hold the tree's
+# frontier (another node appended since, or none yet): the database numbers,
+# stamps and hashes it itself (livefeed_append, migration 0006), in one
+# statement that holds the head lock only for itself.  ($1-$3 the events'
+# columns; it answers the head they follow, their ts, its clock and the new
+# frontier.)
+SERVER_APPEND_SQL = "SELECT * FROM livefeed_append($1::text[], $2::text[], $3::text[])"
+
 READ_NODES_SQL = "SELECT chunk, hashes FROM tree_nodes WHERE chunk = ANY($1::bigint[])"
 
 # The tree of a log written before it existed, built a page at a time.

@@ -43,6 +43,11 @@ def leaf_hashes(leaves: Iterable[bytes]) -> list[bytes]:
     return [sha256(LEAF_PREFIX + leaf).digest() for leaf in leaves]
 
 
+def split_hashes(joined: bytes) -> list[bytes]:
+    """Concatenated hashes (a run of nodes, a frontier sent by the database) one by one."""
+    return [joined[at : at + HASH_SIZE] for at in range(0, len(joined), HASH_SIZE)]
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right): an interior node's hash."""
     return hashlib.sha256(NODE_PREFIX + left + right).digest()

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 from app.tlog.merkle import (
     EMPTY_ROOT,
-    HASH_SIZE,
     NODE_PREFIX,
     Range,
     consistency_path,
     inclusion_path,
     node_hash,
+    split_hashes,
 )
 
 
@@ -176,8 +176,7 @@ class Frontier:
     def push(self, leaf: bytes) -> list[bytes]:
         """Append one leaf hash; returns the hashes of the nodes it completes,
         the ``k``-th being node ``(k, index >> k)`` for the leaf's ``index``."""
-        run = self.append((leaf,))
-        return [run[at : at + HASH_SIZE] for at in range(0, len(run), HASH_SIZE)]
+        return split_hashes(self.append((leaf,)))
 
     def extend(self, leaves: Iterable[bytes]) -> list[tuple[Node, bytes]]:
         """Append leaf hashes; returns every node they complete, in append

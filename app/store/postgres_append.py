@@ -43,6 +43,7 @@ from app.store.postgres_sql import (
     EARLIER_KEYS_SQL,
     LOCK_HEAD_SQL,
     SERVER_APPEND_SQL,
+    TREE_BEHIND,
     WRITE_SQL,
 )
 from app.store.postgres_tree import load_frontier, node_columns
@@ -155,14 +156,20 @@ class Appender:
         drafts = [draft for request in requests for draft in request.drafts]
         sent = time.time()
         async with self._acquire() as conn:
-            after, ts, clock, frontier = one_row(
-                await conn.fetchrow(
+            try:
+                answer = await conn.fetchrow(
                     SERVER_APPEND_SQL,
                     [d.type for d in drafts],
                     [d.workflow_id for d in drafts],
                     [d.data for d in drafts],
                 )
-            )
+            except asyncpg.PostgresError as exc:  # inside: _acquire makes it StoreUnavailable
+                if exc.sqlstate != TREE_BEHIND:
+                    raise
+                answer = None
+        if answer is None:  # events were appended around the tree; nothing was written
+            return await self._under_lock(requests, now)  # load_frontier adds them
+        after, ts, clock, frontier = answer
         self._clock.learn(clock, sent)
         self._contended = size is not None and after != size
         self._edge.keep(Frontier.of(after + len(drafts), split_hashes(frontier)), ts)

@@ -60,6 +60,10 @@ WITH written AS (
 UPDATE log_head SET last_id = $10, last_ts = $5 RETURNING pg_notify('{CHANNEL}', last_id::text)
 """
 
+#: The SQLSTATE ``livefeed_append`` raises when the stored tree does not reach the
+#: log's head (events appended around it): nothing was written.
+TREE_BEHIND = "LF001"
+
 #: How far a node's proposed ts may be from the database's clock (seconds).
 CLOCK_LEEWAY_S = 0.5
 

@@ -102,7 +102,11 @@ BEGIN
         LEFT JOIN tree_nodes AS t ON t.chunk = b.pos / 32
     ) AS f;
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'the tree has no node at position %', missing;
+        -- Events appended around the tree (by a server of the version before
+        -- it): nothing is written, and the node appends under the head lock,
+        -- where app.store.postgres_tree.load_frontier adds them to the tree.
+        RAISE EXCEPTION 'the tree has no node at position %', missing
+            USING ERRCODE = 'LF001';
     END IF;
     depth := cardinality(levels);
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 import h11
+import hypercorn.asyncio.run
+import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
 import orjson
 import pytest
+from hypercorn.asyncio.task_group import TaskGroup
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
@@ -27,6 +31,8 @@ from app.hypercorn_fixes.extensions import offer_problem
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol, describe
 from app.hypercorn_fixes.http2 import LivefeedH2Protocol
+from app.hypercorn_fixes.lean import LeanTaskGroup, LeanWorkerContext
+from app.hypercorn_fixes.tcp import BoundedSendTCPServer
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 
@@ -38,12 +44,18 @@ def hypercorn_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hypercorn.protocol.h11, "WSStream", WSStream)
     monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", WSStream)
     monkeypatch.setattr(hypercorn.protocol.ws_stream, "Connection", Connection)
+    monkeypatch.setattr(hypercorn.asyncio.run, "TCPServer", TCPServer)
+    monkeypatch.setattr(hypercorn.asyncio.run, "WorkerContext", WorkerContext)
+    monkeypatch.setattr(hypercorn.asyncio.tcp_server, "TaskGroup", TaskGroup)
 
 
-def test_install_rebinds_the_five_names_and_is_idempotent() -> None:
+def test_install_rebinds_every_name_and_is_idempotent() -> None:
     """Both protocols, the WebSocket stream of both HTTP versions and its wsproto
-    connection, once."""
+    connection, the asyncio connection, its task group and the worker context, once."""
     assert install() and install()
+    assert hypercorn.asyncio.run.TCPServer is BoundedSendTCPServer
+    assert hypercorn.asyncio.run.WorkerContext is LeanWorkerContext
+    assert hypercorn.asyncio.tcp_server.TaskGroup is LeanTaskGroup
     assert hypercorn.protocol.H11Protocol is LivefeedH11Protocol
     assert hypercorn.protocol.H2Protocol is LivefeedH2Protocol
     assert hypercorn.protocol.h11.WSStream is LivefeedWSStream
@@ -53,6 +65,12 @@ def test_install_rebinds_the_five_names_and_is_idempotent() -> None:
 
 async def _changed_signature(self: H11Protocol, status_code: int, reason: str) -> None:
     """A stand-in for a future Hypercorn whose private method changed."""
+
+
+async def _spawn_with_a_different_queue(
+    self: TaskGroup, app: object, config: Config, scope: object, send: object, state: object
+) -> None:
+    """A stand-in for a future task group that hands requests their messages otherwise."""
 
 
 def _accept_without_extensions(self: Handshake, *args: object) -> None:
@@ -68,6 +86,7 @@ def _accept_without_extensions(self: Handshake, *args: object) -> None:
         "websocket method removed",
         "handshake negotiates elsewhere",
         "h2 stream rebound",
+        "task group spawns differently",
     ],
 )
 def test_install_leaves_a_changed_hypercorn_alone(
@@ -84,12 +103,15 @@ def test_install_leaves_a_changed_hypercorn_alone(
         monkeypatch.delattr(WSStream, "_accept")
     elif change == "handshake negotiates elsewhere":
         monkeypatch.setattr(Handshake, "accept", _accept_without_extensions)
+    elif change == "task group spawns differently":
+        monkeypatch.setattr(TaskGroup, "spawn_app", _spawn_with_a_different_queue)
     else:
         monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", type("Other", (WSStream,), {}))
     before = (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream)
     assert not install()
     assert (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream) == before
     assert hypercorn.protocol.h11.WSStream is WSStream
+    assert hypercorn.asyncio.tcp_server.TaskGroup is TaskGroup
     assert "stays, unprotected" in caplog.text and "compression" in caplog.text
 
 
@@ -160,7 +182,7 @@ def test_details_say_what_was_wrong_and_the_limit() -> None:
         b"<script>",
         b'x; a="<b>"',
         b"permessage-deflate; server_max_window_bits=7",
-        b"permessage-deflate; server_max_window_bits=\"1\\6\"",
+        b'permessage-deflate; server_max_window_bits="1\\6"',
     ],
 )
 def test_a_refused_offer_is_explained_without_the_clients_bytes(offer: bytes) -> None:

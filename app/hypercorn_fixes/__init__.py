@@ -11,13 +11,17 @@
 - :mod:`~app.hypercorn_fixes.http2`: the same for HTTP/2 control frames (PING floods).
 - :mod:`~app.hypercorn_fixes.tcp`: a write that cannot drain for the send timeout
   aborts the connection (a stalled client kept its socket and buffers forever).
+- :mod:`~app.hypercorn_fixes.lean`: a request's receive queue and a connection's
+  events that make no deques until something waits (3.7 KiB of an idle stream).
 
 How: Hypercorn builds each connection's protocol from the names ``H11Protocol`` and
 ``H2Protocol`` in ``hypercorn.protocol`` (every worker type: asyncio, uvloop, trio),
 each WebSocket stream from the name ``WSStream`` in ``hypercorn.protocol.h11`` and
-``hypercorn.protocol.h2``, and its wsproto connection from the name ``Connection`` in
-``hypercorn.protocol.ws_stream``.  ``install`` rebinds those five names to subclasses
-overriding a few methods; nothing else changes.
+``hypercorn.protocol.h2``, its wsproto connection from the name ``Connection`` in
+``hypercorn.protocol.ws_stream``, the asyncio connection, its task group and the
+worker context from ``TCPServer`` and ``WorkerContext`` in ``hypercorn.asyncio.run``
+and ``TaskGroup`` in ``hypercorn.asyncio.tcp_server``.  ``install`` rebinds those
+names to subclasses overriding a few methods; nothing else changes.
 
 Fail safe: checked against Hypercorn 0.18.0 (with h11 0.16.0, wsproto 1.3.2).
 ``install`` first checks that the names, signatures and call sites relied on are
@@ -31,6 +35,7 @@ import importlib.metadata
 import logging
 
 import hypercorn.asyncio.run
+import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
@@ -40,6 +45,7 @@ from app.hypercorn_fixes.checks import CHECKED_HYPERCORN, mismatches
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol
 from app.hypercorn_fixes.http2 import LivefeedH2Protocol
+from app.hypercorn_fixes.lean import LeanTaskGroup, LeanWorkerContext
 from app.hypercorn_fixes.tcp import BoundedSendTCPServer
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
@@ -53,6 +59,8 @@ REBOUND = (
     (hypercorn.protocol.h2, "WSStream", LivefeedWSStream),
     (hypercorn.protocol.ws_stream, "Connection", FrameLimitedConnection),
     (hypercorn.asyncio.run, "TCPServer", BoundedSendTCPServer),
+    (hypercorn.asyncio.run, "WorkerContext", LeanWorkerContext),
+    (hypercorn.asyncio.tcp_server, "TaskGroup", LeanTaskGroup),
 )
 
 
@@ -74,7 +82,8 @@ def install() -> bool:
             "its own behaviour stays, unprotected: error answers without a JSON body, "
             "silent h2c connections, Upgrade: h2c behind a proxy, WebSocket compression "
             "(a compression bomb can take memory), unfinished WebSocket closes, floods of "
-            "tiny WebSocket frames and of HTTP/2 control frames, stalled clients' sockets",
+            "tiny WebSocket frames and of HTTP/2 control frames, stalled clients' sockets; "
+            "idle streams keep asyncio's queues and events (3.7 KiB each)",
             version,
             CHECKED_HYPERCORN,
             "; ".join(found),

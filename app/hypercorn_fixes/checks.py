@@ -12,11 +12,15 @@ import inspect
 from types import ModuleType
 
 import hypercorn.asyncio.run
+import hypercorn.asyncio.task_group
+import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
+from hypercorn.asyncio.task_group import TaskGroup
 from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import EventWrapper, WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Updated
 from hypercorn.protocol.h2 import H2Protocol
@@ -44,6 +48,8 @@ WS_METHODS = {
     "_send_wsproto_event": ["self", "event"],
     "app_send": ["self", "message"],
 }
+#: What Hypercorn's task group runs a request with (the lean task group calls it too).
+HANDLE_PARAMS = ["app", "config", "scope", "receive", "send", "sync_spawn", "call_soon"]
 #: Names a function's code must use: the call sites and lookups the fixes rely on.
 USES: list[tuple[object, str, tuple[str, ...]]] = [
     (H11Protocol, "_handle_events", ("_send_error_response", "_check_protocol")),
@@ -65,6 +71,11 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (Connection, "events", ("_state", "REMOTE_CLOSING")),
     (TCPServer, "protocol_send", ("send_lock", "writer", "drain", "protocol")),
     (TCPServer, "_close", ("writer", "wait_closed")),
+    (TCPServer, "run", ("TaskGroup",)),
+    (TaskGroup, "spawn_app", ("Queue", "spawn", "_handle", "get", "put")),
+    (TaskGroup, "spawn", ("_task_group", "create_task")),
+    (H11Protocol, "__init__", ("event_class",)),
+    (H2Protocol, "__init__", ("event_class",)),
 ]
 
 
@@ -101,7 +112,16 @@ def mismatches() -> list[str]:
         *_coroutines(WSStream, WS_METHODS),
         *_bound(hypercorn.asyncio.run, "TCPServer", TCPServer),
         *_coroutines(TCPServer, {"protocol_send": ["self", "event"], "_close": ["self"]}),
+        *_bound(hypercorn.asyncio.run, "WorkerContext", WorkerContext),
+        *_bound(hypercorn.asyncio.tcp_server, "TaskGroup", TaskGroup),
+        *_coroutines(TaskGroup, {"spawn_app": ["self", "app", "config", "scope", "send"]}),
+        *_coroutines(EventWrapper, {name: ["self"] for name in ("set", "clear", "wait")}),
     ]
+    handle = getattr(hypercorn.asyncio.task_group, "_handle", None)
+    if not inspect.iscoroutinefunction(handle) or _params(handle) != HANDLE_PARAMS:
+        found.append(f"hypercorn.asyncio.task_group._handle is not a coroutine of {HANDLE_PARAMS}")
+    if getattr(WorkerContext, "event_class", None) is not EventWrapper:
+        found.append("WorkerContext.event_class is not EventWrapper")
     for owner, function, names in USES:
         code = getattr(getattr(owner, function, None), "__code__", None)
         missing = [n for n in names if code is None or n not in code.co_names]

@@ -120,9 +120,7 @@ class Publishing:
         self._client = client
         self._allowed = allowed
         self._send = send
-        self._answers: deque[asyncio.Future[str]] = deque()
-        self._ready = asyncio.Event()
-        self._answerer: asyncio.Task[None] | None = None
+        self._answers: InOrder | None = None  # made by the first publish
 
     @property
     def allowed(self) -> bool:
@@ -144,12 +142,9 @@ class Publishing:
             done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             done.set_result(refused.frame.text)
             answer = done
-        while len(self._answers) >= MAX_IN_FLIGHT:
-            await asyncio.wait({self._answers[0]})
-        self._answers.append(answer)
-        self._ready.set()
-        if self._answerer is None:
-            self._answerer = asyncio.create_task(self._answer_in_order())
+        if self._answers is None:
+            self._answers = InOrder(self._send)
+        await self._answers.add(answer)
         return ref is not None
 
     async def _start(self, text: str, ref: str) -> asyncio.Future[str]:
@@ -186,6 +181,31 @@ class Publishing:
             answer["replayed"] = True
         return orjson.dumps(answer).decode()
 
+    async def close(self) -> None:
+        """Stop answering (the connection is ending); commits in flight still land."""
+        if self._answers is not None:
+            await self._answers.close()
+
+
+class InOrder:
+    """A connection's publish answers, sent in the order the publishes came, at most
+    ``MAX_IN_FLIGHT`` waiting.  Made by a connection's first publish: most
+    connections only read, and an idle one should not hold a queue, an event and a
+    task it never uses."""
+
+    def __init__(self, send: SendText) -> None:
+        self._send = send
+        self._answers: deque[asyncio.Future[str]] = deque()
+        self._ready = asyncio.Event()
+        self._task = asyncio.create_task(self._answer_in_order())
+
+    async def add(self, answer: asyncio.Future[str]) -> None:
+        """Queue an answer (waiting while ``MAX_IN_FLIGHT`` are unsent)."""
+        while len(self._answers) >= MAX_IN_FLIGHT:
+            await asyncio.wait({self._answers[0]})
+        self._answers.append(answer)
+        self._ready.set()
+
     async def _answer_in_order(self) -> None:
         while True:
             while not self._answers:
@@ -200,11 +220,9 @@ class Publishing:
             await self._send(answer)
 
     async def close(self) -> None:
-        """Stop answering (the connection is ending); commits in flight still land."""
-        if self._answerer is not None:
-            self._answerer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._answerer
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 def _refusal(exc: Exception, ref: str) -> Refused:

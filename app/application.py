@@ -13,7 +13,7 @@ from quart import Quart
 from quart_schema import Info, QuartSchema
 
 from app import __version__
-from app.config import MAX_BODY_BYTES, Settings, from_env
+from app.config import BODY_TIMEOUT_S, MAX_BODY_BYTES, Settings, from_env
 from app.http import register_http
 from app.http.stream_docs import StreamDocs
 from app.runtime import RUNTIME_KEY, Runtime
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart("app")
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        BODY_TIMEOUT=30,
+        BODY_TIMEOUT=BODY_TIMEOUT_S,
         SEND_FILE_MAX_AGE_DEFAULT=0,  # revalidate static files, so a deploy reaches browsers
         JSON_SORT_KEYS=False,
     )

@@ -21,6 +21,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/livefeed.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 8 * 1024 * 1024
+BODY_TIMEOUT_S = 30  # a request body not all received by then is answered 408
 MIN_TOKEN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash
 
 

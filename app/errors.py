@@ -38,10 +38,23 @@ HTTP_CODES = {
     503: "unavailable",
 }
 
+#: What a client is told of a bug (the log has the rest).
+BUG_DETAIL = "the server failed; this is a bug, and it is logged"
+
+#: Headers on every API answer (the dashboard's HTML pages set their own policy).
+API_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+#: A JSON answer written as plain ASGI, with the headers Quart's answers get.
 JSON_HEADERS = (
     (b"content-type", b"application/json"),
     (b"cache-control", b"no-store"),
-    (b"x-content-type-options", b"nosniff"),
+    *((name.lower().encode(), value.encode()) for name, value in API_SECURITY_HEADERS.items()),
+    (b"content-security-policy", API_CSP.encode()),
 )
 
 #: Seconds a client is told to wait before retrying after a store failure.

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
 
+import orjson
+
 from app.config import Retention, Settings
 from app.errors import EndReason, Rejected, StoreUnavailable
-from app.events import Control, Draft, farewell, fingerprint
+from app.events import Control, Draft, drafts_from_body, farewell, fingerprint
 from app.hub import Hub
 from app.metrics import DeliveryMeter, Metrics
 from app.security.access import Access
@@ -137,6 +139,16 @@ class Runtime:
         self.metrics.publish_latency.observe(time.perf_counter() - started)
         self.metrics.published.inc(len(appended.events))
         return appended
+
+    async def publish_body(self, body: bytes, key: str | None) -> tuple[bytes, bool]:
+        """A ``POST /api/events`` body appended: the JSON of its 201 answer, and whether
+        the idempotency key replayed an earlier publish.  Raises what the client is
+        told (:class:`Rejected`, :class:`StoreUnavailable`, ...)."""
+        limit = self.settings.max_event_bytes
+        drafts, batch = await self.parse(lambda raw: drafts_from_body(raw, limit), body)
+        appended = await self.publish(drafts, batch, key)
+        ids = [{"id": event_id, "ts": ts} for event_id, ts in appended.receipt]
+        return orjson.dumps({"events": ids} if batch else ids[0]), appended.replayed
 
     async def parse(self, parse: Callable[[bytes], T], body: bytes) -> T:
         """``parse(body)``: inline when small; else on the parser thread, since a body's

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from werkzeug.http import parse_options_header
+
 Scope = Mapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -35,3 +37,12 @@ def query_params(scope: Scope) -> dict[str, list[str]]:
     for key, value in parse_qsl(raw, keep_blank_values=True):
         params.setdefault(key, []).append(value)
     return params
+
+
+def declares_json(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` declares JSON in UTF-8 (the only body a publish takes)."""
+    if content_type is None:
+        return False
+    mimetype, params = parse_options_header(content_type)
+    charset = params.get("charset", "utf-8").lower()
+    return mimetype.lower() == "application/json" and charset in ("utf-8", "utf8")

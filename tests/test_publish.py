@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import orjson
 import pytest
@@ -137,3 +139,90 @@ def test_framework_errors_are_json(server: ServerProcess):
     upgrade = assert_error(httpx.get(server.url + "/ws/validation_updates"), 426)
     assert "WebSocket" in upgrade["detail"]
     assert_error(httpx.get(server.url + "/api/events/99999999999999999999"), 400, "bad_cursor")
+
+
+#: Headers that differ between any two answers, whoever writes them.
+PER_ANSWER = {"date", "content-length", "transfer-encoding"}
+
+
+def answer_shape(response: httpx.Response) -> tuple[int, set[str], dict[str, str]]:
+    """Status, header names and the headers' values, but for what differs per answer."""
+    names = {name for name in response.headers if name not in PER_ANSWER}
+    return response.status_code, names, {n: response.headers[n] for n in names}
+
+
+def chunked(server: ServerProcess, body: bytes, **headers: str) -> httpx.Response:
+    """The same publish with a chunked body (no Content-Length): Quart's route answers it,
+    where a body of declared length takes the plain-ASGI path."""
+    headers = {"Content-Type": "application/json", **headers}
+    return httpx.post(
+        server.url + "/api/events", content=iter([body]), headers=headers, timeout=10
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type":"a","workflow_id":"wf_1"}',
+        b'[{"type":"a"},{"type":"b"}]',
+        b'{"type":"a"',
+        b'{"type":"Upper"}',
+        b"[" + b'{"type":"a"},' * 1000 + b'{"type":"a"}]',
+    ],
+)
+def test_both_publish_paths_answer_alike(server: ServerProcess, body: bytes):
+    """A publish answered without the framework gets the answer Quart's route gives:
+    status, every header (security, cache, content type) and the body's shape."""
+    fast, framework = post(server, body), chunked(server, body)
+    assert framework.request.headers.get("content-length") is None
+    assert answer_shape(fast) == answer_shape(framework)
+    if fast.status_code == 201:
+        assert fast.json().keys() == framework.json().keys()
+    else:
+        assert fast.json() == framework.json()
+    assert int(fast.headers["content-length"]) == len(fast.content)
+
+
+def test_both_publish_paths_refuse_credentials_alike(start_server):
+    """401 with its WWW-Authenticate, 403, and the idempotent replay header, both ways."""
+    server = start_server(LIVEFEED_PUBLISH_TOKEN="pub-secret", LIVEFEED_READ_TOKEN="read-secret")
+    body = b'{"type":"a"}'
+    for authorization in ("", "Bearer nope", "Bearer read-secret"):
+        fast = post(server, body, Authorization=authorization)
+        framework = chunked(server, body, Authorization=authorization)
+        assert fast.status_code in (401, 403)
+        assert answer_shape(fast) == answer_shape(framework)
+        assert fast.json() == framework.json()
+    keyed = {"Authorization": "Bearer pub-secret", "Idempotency-Key": "k-1"}
+    first, again = post(server, body, **keyed), chunked(server, body, **keyed)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert post(server, body, **keyed).headers["idempotent-replayed"] == "true"
+    assert first.json() == again.json()
+    later = post(server, b'{"type":"b"}', Authorization="Bearer pub-secret")
+    assert later.json()["id"] == first.json()["id"] + 1  # the replays wrote nothing
+
+
+def test_a_publisher_that_leaves_mid_body_writes_nothing(server: ServerProcess):
+    """Half a body, then the connection closes: no event, and the server goes on."""
+    body = b'[{"type":"a"},{"type":"b"}]'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+    assert post(server, b'{"type":"c"}').json()["id"] == 1
+    assert [event["type"] for event in server.events()] == ["c"]
+
+
+def test_a_publish_from_an_allowed_page_gets_its_cors_answer(start_server):
+    """A browser page on another allowed origin (it sends Origin) is answered by the
+    route that adds CORS, which the plain path does not write."""
+    server = start_server(LIVEFEED_ALLOWED_ORIGINS="https://app.example.com")
+    page = post(server, b'{"type":"a"}', Origin="https://app.example.com")
+    assert page.status_code == 201
+    assert page.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "idempotent-replayed" in page.headers["access-control-expose-headers"].lower()
+    assert "access-control-allow-origin" not in post(server, b'{"type":"b"}').headers

@@ -15,6 +15,9 @@ from werkzeug.exceptions import HTTPException
 
 from app.config import Settings
 from app.errors import (
+    API_CSP,
+    API_SECURITY_HEADERS,
+    BUG_DETAIL,
     HTTP_CODES,
     ApiError,
     IdempotencyConflict,
@@ -36,12 +39,6 @@ from app.query import stream_path_error
 
 log = logging.getLogger(__name__)
 
-API_SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-API_CSP = "default-src 'none'; frame-ancestors 'none'"
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
 BLUEPRINTS = (
     publishing,
@@ -100,7 +97,7 @@ def _register_error_handlers(app: Quart) -> None:
     async def unexpected(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return Response(
-            error_body("internal_error", "the server failed; this is a bug, and it is logged"),
+            error_body("internal_error", BUG_DETAIL),
             status=500,
             content_type="application/json",
         )

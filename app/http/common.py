@@ -6,6 +6,7 @@ from quart import Response, current_app, request
 
 from app.errors import ApiError
 from app.runtime import RUNTIME_KEY, Runtime
+from app.scope import declares_json
 from app.security.hosts import client_address
 from app.security.tokens import ReadGrant
 
@@ -62,9 +63,7 @@ def json_response(
 def require_json_content_type() -> None:
     """415 unless the body is declared JSON in UTF-8.  It also keeps other sites' pages
     out: a cross-site form or ``text/plain`` post needs no CORS preflight, JSON does."""
-    mimetype = request.mimetype
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
-    if mimetype != "application/json" or charset not in ("utf-8", "utf8"):
+    if not declares_json(request.content_type):
         raise ApiError(
             415,
             "unsupported_media_type",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
 from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response
 
-from app.events import drafts_from_body, idempotency_key
+from app.events import idempotency_key
 from app.http.common import (
     json_response,
     request_body,
@@ -39,9 +38,5 @@ async def publish() -> Response:
     await rt.access.publish(request_client(rt), request.headers.get("Authorization"))
     require_json_content_type()
     key = idempotency_key(request.headers.get("Idempotency-Key"))
-    limit = rt.settings.max_event_bytes
-    drafts, batch = await rt.parse(lambda body: drafts_from_body(body, limit), await request_body())
-    appended = await rt.publish(drafts, batch, key)
-    ids = [{"id": event_id, "ts": ts} for event_id, ts in appended.receipt]
-    headers = {"Idempotent-Replayed": "true"} if appended.replayed else {}
-    return json_response(orjson.dumps({"events": ids} if batch else ids[0]), 201, headers)
+    body, replayed = await rt.publish_body(await request_body(), key)
+    return json_response(body, 201, {"Idempotent-Replayed": "true"} if replayed else None)

@@ -31,16 +31,16 @@ def _encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, byt
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
+def content_length(body: bytes) -> tuple[bytes, bytes]:
+    return (b"content-length", str(len(body)).encode())
+
+
 async def send_error(send: Send, error: ApiError) -> None:
     """Answer an HTTP request with the JSON error body."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [*JSON_HEADERS, *_encode_headers(error.headers.items())],
-        }
-    )
-    await send({"type": "http.response.body", "body": error.body()})
+    body = error.body()
+    headers = [*JSON_HEADERS, *_encode_headers(error.headers.items()), content_length(body)]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def refuse_websocket(scope: Scope, send: Send, error: ApiError) -> None:

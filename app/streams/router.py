@@ -1,4 +1,5 @@
-"""The plain-ASGI front door: ``/sse`` and ``/ws`` skip Quart, the rest enters it.
+"""The plain-ASGI front door: ``/sse``, ``/ws`` and most publishes skip Quart, the
+rest enters it.
 
 It also checks ``Host`` before anything else, so that DNS rebinding cannot
 make a foreign page look like a loopback publisher or a same-origin reader.
@@ -15,12 +16,14 @@ from app.runtime import Runtime
 from app.scope import ASGIApp, Receive, Scope, Send, header
 from app.security.hosts import check_host
 from app.streams.connection import refuse_websocket, send_error
+from app.streams.publish import serve_publish, takes_fast_path
 from app.streams.sse import serve_sse
 from app.streams.ws import serve_ws
 
 
 class StreamRouter:
-    """Routes the two stream paths itself and hands every other request to Quart."""
+    """Routes the two stream paths and plain publishes itself, and hands every other
+    request to Quart."""
 
     def __init__(
         self, inner: ASGIApp, settings: Settings, runtime: Callable[[], Runtime | None]
@@ -38,10 +41,14 @@ class StreamRouter:
         elif kind == "http":
             try:
                 check_host(header(scope, b"host"), self._settings)
+                runtime = self._runtime() if takes_fast_path(scope) else None
             except ApiError as error:
                 await send_error(send, error)
                 return
-            await self._inner(scope, receive, send)
+            if runtime is not None:
+                await serve_publish(scope, receive, send, runtime)
+            else:
+                await self._inner(scope, receive, send)
         else:
             await self._inner(scope, receive, send)
 

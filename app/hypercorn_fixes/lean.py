@@ -49,7 +49,7 @@ async def _wait_in(waiters: list[asyncio.Future[None]]) -> None:
 
 class LeanQueue:
     """A bounded FIFO with one ``put`` and ``get`` per ASGI message (``maxsize`` 0:
-    unbounded), whose lists exist only while they hold something."""
+    unbounded), whose waiter lists are made only when something has to wait."""
 
     __slots__ = ("_getters", "_items", "_maxsize", "_putters")
 
@@ -109,13 +109,7 @@ class LeanEvent:
             return
         if self._waiters is None:
             self._waiters = []
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
+        await _wait_in(self._waiters)  # ``set`` wakes every one of them
 
 
 class LeanTaskGroup(TaskGroup):

@@ -31,16 +31,19 @@ def _encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, byt
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-def content_length(body: bytes) -> tuple[bytes, bytes]:
-    return (b"content-length", str(len(body)).encode())
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer an HTTP request with a JSON body and the API's headers."""
+    length = (b"content-length", str(len(body)).encode())
+    start = {"type": "http.response.start", "status": status}
+    await send({**start, "headers": [*JSON_HEADERS, *headers, length]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(send: Send, error: ApiError) -> None:
     """Answer an HTTP request with the JSON error body."""
-    body = error.body()
-    headers = [*JSON_HEADERS, *_encode_headers(error.headers.items()), content_length(body)]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, error.status, error.body(), _encode_headers(error.headers.items()))
 
 
 async def refuse_websocket(scope: Scope, send: Send, error: ApiError) -> None:

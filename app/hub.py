@@ -263,11 +263,24 @@ class Hub:
         if self._to_wake and not self._waking:
             self._wake_slice()
 
+    def _pass_over(self, head: int) -> None:
+        """Another process's events, with nobody here to hand them to: not read.
+
+        A node that only takes publishes would otherwise read back every event
+        the other nodes write (on PostgreSQL, about a tenth of a publish's cost
+        per node).  The ring is emptied with them, so a subscriber that comes
+        later reads what it missed from the log, as one older than the ring does."""
+        self._ring.clear()
+        self.ring_floor = self.dispatched_id = head
+
     async def _tail(self) -> None:
         while True:
             try:
                 head = await self.store.wait_for_head(self.dispatched_id)
                 if head <= self.dispatched_id:  # our own commit, dispatched already
+                    continue
+                if not self._subscriptions:
+                    self._pass_over(head)
                     continue
                 page = await self.store.read(self.dispatched_id, PAGE_SIZE, EVERYTHING)
             except StoreUnavailable as exc:

@@ -49,14 +49,17 @@ from bench.common import (
     BenchFailure,
     CpuWindow,
     HttpConnection,
+    Profiler,
     Runnable,
     SelfCpu,
     Server,
+    add_profile_flag,
     add_quiet_flag,
     environment_line,
     median_run,
     percentile_sorted,
     pin_load_generator,
+    print_profile,
     print_table,
     running_server,
     saturated,
@@ -524,9 +527,15 @@ def throughput_runs(
     args: argparse.Namespace,
     load_cores: int,
 ) -> list[dict[str, Any]]:
-    """``--runs`` runs of one mode; the row shown is the median run by events/s."""
+    """``--runs`` runs of one mode; the row shown is the median run by events/s.
+    With ``--profile``, every node is sampled through every run and the mode's
+    top functions are printed as it ends (all nodes' samples together)."""
     samples = []
     pids = [server.pid for server in servers]
+    profiler = None
+    if args.profile:
+        profile = args.profile.with_name(f"{args.profile.name}.{len(servers)}n{batch}b")
+        profiler = Profiler(pids, profile).start()
     for _ in range(args.runs):
         if args.wait_quiet:
             wait_for_quiet(args.wait_quiet, pids)
@@ -534,6 +543,9 @@ def throughput_runs(
         meters = Meters(pids, db_pids, load_cores).start()
         phases = asyncio.run(phases_at_once(servers, batch, args, load_cores))
         samples.append(throughput_row(label, phases, meters.stop()))
+    if profiler is not None:
+        print(label)
+        print_profile(profiler.stop())
     row = dict(median_run(samples, "events_per_s"))
     row["runs"] = [s["events_per_s"] for s in samples]
     return [row, *[{"check_only": True, **s} for s in samples]]
@@ -705,6 +717,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100, help="events per batched POST")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
     add_quiet_flag(parser)
+    add_profile_flag(parser)
     parser.add_argument(
         "--server-env",
         action="append",

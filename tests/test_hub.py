@@ -254,3 +254,32 @@ async def test_idle_subscribers_get_heartbeats_and_a_farewell_ends_them(
         with pytest.raises(StopAsyncIteration):
             await next_frames(sub)
     assert hub.subscriber_count == 0
+
+
+async def _until_dispatched(hub: Hub, head: int) -> None:
+    async with asyncio.timeout(2):
+        while hub.dispatched_id < head:
+            await asyncio.sleep(0.005)
+
+
+async def test_other_processes_events_are_not_read_with_nobody_to_hand_them_to(
+    store: SqliteStore, make_hub: MakeHub
+) -> None:
+    """With no subscriber, another process's commits are passed over (not read); a
+    subscriber that comes later reads them from the log, then gets the next ones live."""
+    other = SqliteStore(f"sqlite:///{store.path}")  # a second worker on the same file
+    await other.open()
+    try:
+        hub = await make_hub()
+        await other.append(drafts(5))
+        await _until_dispatched(hub, 5)
+        assert hub.stats.dispatched == 0  # noticed, not read
+        async with hub.subscribe(EVERYTHING, cursor=2) as sub:
+            assert ids(await next_frames(sub)) == [3, 4, 5] and sub.replaying is True
+            reader = asyncio.create_task(next_frames(sub))
+            await asyncio.sleep(0.01)  # live and waiting
+            await other.append(drafts(2))
+            assert ids(await reader) == [6, 7] and sub.replaying is False
+        assert hub.stats.dispatched == 2  # read once somebody was there to take them
+    finally:
+        await other.close()

@@ -109,10 +109,13 @@ async def serve_forever(settings: Settings, sock: socket.socket | None = None) -
         sock = listening_socket(settings)
         announce(sock, settings.scheme)
     log.info("%s", start_line(settings, worker=worker, port=sock.getsockname()[1]))
+    # The app's ASGI callable itself (the stream router in front of Quart), not the
+    # Quart object, whose __call__ would be one more frame kept by every open stream.
     await serve(
-        app,
+        app.asgi_app,
         hypercorn_config(settings, sock),
         shutdown_trigger=lambda: _until_signalled(app.extensions),
+        mode="asgi",  # said, not guessed: the router's __call__ is a plain function
     )
 
 

@@ -31,8 +31,7 @@ from app.hypercorn_fixes.extensions import offer_problem
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol, describe
 from app.hypercorn_fixes.http2 import LivefeedH2Protocol
-from app.hypercorn_fixes.lean import LeanTaskGroup, LeanWorkerContext
-from app.hypercorn_fixes.tcp import BoundedSendTCPServer
+from app.hypercorn_fixes.lean import LeanTaskGroup, LeanTCPServer, LeanWorkerContext
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 
@@ -53,7 +52,7 @@ def test_install_rebinds_every_name_and_is_idempotent() -> None:
     """Both protocols, the WebSocket stream of both HTTP versions and its wsproto
     connection, the asyncio connection, its task group and the worker context, once."""
     assert install() and install()
-    assert hypercorn.asyncio.run.TCPServer is BoundedSendTCPServer
+    assert hypercorn.asyncio.run.TCPServer is LeanTCPServer
     assert hypercorn.asyncio.run.WorkerContext is LeanWorkerContext
     assert hypercorn.asyncio.tcp_server.TaskGroup is LeanTaskGroup
     assert hypercorn.protocol.H11Protocol is LivefeedH11Protocol
@@ -87,6 +86,7 @@ def _accept_without_extensions(self: Handshake, *args: object) -> None:
         "handshake negotiates elsewhere",
         "h2 stream rebound",
         "task group spawns differently",
+        "connection built differently",
     ],
 )
 def test_install_leaves_a_changed_hypercorn_alone(
@@ -105,6 +105,8 @@ def test_install_leaves_a_changed_hypercorn_alone(
         monkeypatch.setattr(Handshake, "accept", _accept_without_extensions)
     elif change == "task group spawns differently":
         monkeypatch.setattr(TaskGroup, "spawn_app", _spawn_with_a_different_queue)
+    elif change == "connection built differently":
+        monkeypatch.setattr(TCPServer, "__init__", _built_with_a_transport)
     else:
         monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", type("Other", (WSStream,), {}))
     before = (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream)
@@ -113,6 +115,10 @@ def test_install_leaves_a_changed_hypercorn_alone(
     assert hypercorn.protocol.h11.WSStream is WSStream
     assert hypercorn.asyncio.tcp_server.TaskGroup is TaskGroup
     assert "stays, unprotected" in caplog.text and "compression" in caplog.text
+
+
+def _built_with_a_transport(self: object, app: object, transport: object) -> None:
+    """A TCPServer constructor that no longer takes a reader and a writer."""
 
 
 def protocol(sent: list[Event]) -> LivefeedH11Protocol:

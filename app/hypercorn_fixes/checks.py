@@ -48,6 +48,8 @@ WS_METHODS = {
     "_send_wsproto_event": ["self", "event"],
     "app_send": ["self", "message"],
 }
+#: What Hypercorn builds each asyncio connection with (the lean server passes it on).
+TCP_SERVER_PARAMS = ["self", "app", "loop", "config", "context", "state", "reader", "writer"]
 #: What Hypercorn's task group runs a request with (the lean task group calls it too).
 HANDLE_PARAMS = ["app", "config", "scope", "receive", "send", "sync_spawn", "call_soon"]
 #: Names a function's code must use: the call sites and lookups the fixes rely on.
@@ -117,6 +119,8 @@ def mismatches() -> list[str]:
         *_coroutines(TaskGroup, {"spawn_app": ["self", "app", "config", "scope", "send"]}),
         *_coroutines(EventWrapper, {name: ["self"] for name in ("set", "clear", "wait")}),
     ]
+    if _params(TCPServer.__init__) != TCP_SERVER_PARAMS:
+        found.append(f"TCPServer.__init__ does not take {TCP_SERVER_PARAMS}")
     handle = getattr(hypercorn.asyncio.task_group, "_handle", None)
     if not inspect.iscoroutinefunction(handle) or _params(handle) != HANDLE_PARAMS:
         found.append(f"hypercorn.asyncio.task_group._handle is not a coroutine of {HANDLE_PARAMS}")

@@ -5,7 +5,9 @@ every HTTP/1.1 connection an ``asyncio.Event`` (``can_read``).  Each creates
 its ``collections.deque`` objects when it is built, and an empty deque takes
 760 bytes: four for the queue, one for the event.  An open stream keeps both
 for its whole life while they hold nothing, so they were 3.7 KiB of the
-22 KiB an idle SSE connection cost (measured with ``tracemalloc``).
+22 KiB an idle SSE connection cost (measured with ``tracemalloc``).  asyncio's
+stream protocol under each connection keeps one more, for writers waiting on a
+paused transport: :class:`LeanTCPServer` gives it a list.
 
 The replacements keep the same contract (a bounded queue whose ``put`` waits
 while it is full; an event that wakes every waiter) and make their lists
@@ -15,6 +17,7 @@ only when something has to wait.  Only what Hypercorn calls is here.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -22,6 +25,8 @@ from hypercorn.asyncio.task_group import TaskGroup, _handle
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
+
+from app.hypercorn_fixes.tcp import BoundedSendTCPServer
 
 
 def _wake_first(waiters: list[asyncio.Future[None]] | None) -> None:
@@ -139,3 +144,28 @@ class LeanWorkerContext(WorkerContext):
     """Hypercorn's worker context, whose protocols make :class:`LeanEvent` events."""
 
     event_class = LeanEvent
+
+
+class LeanTCPServer(BoundedSendTCPServer):
+    """Hypercorn's asyncio connection (with bounded writes), whose stream protocol
+    keeps its drain waiters in a list.
+
+    ``StreamReaderProtocol`` only appends to, removes from and iterates over its
+    ``_drain_waiters``, which a list does as well; an empty deque is 760 bytes,
+    an empty list 56.  Anything but an empty deque there is left as it is."""
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        loop: asyncio.AbstractEventLoop,
+        config: Config,
+        context: WorkerContext,
+        state: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        super().__init__(app, loop, config, context, state, reader, writer)
+        protocol = writer.transport.get_protocol()
+        waiters = getattr(protocol, "_drain_waiters", None)
+        if isinstance(waiters, collections.deque) and not waiters:
+            protocol._drain_waiters = []  # type: ignore[attr-defined]

@@ -18,7 +18,10 @@ from app.scope import Receive, Scope, Send
 
 class Connection:
     """One plain-ASGI connection: its scope, its two channels, and the settings that
-    shape what is written on it.  The wires of :mod:`app.streams` build on it."""
+    shape what is written on it.  The wires of :mod:`app.streams` build on it.
+    Slotted, as the wires are: every open stream keeps one for its whole life."""
+
+    __slots__ = ("_receive", "_send", "_settings", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, settings: Settings) -> None:
         self.scope = scope

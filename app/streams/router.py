@@ -7,7 +7,7 @@ make a foreign page look like a loopback publisher or a same-origin reader.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from app.config import Settings
 from app.errors import ApiError
@@ -23,7 +23,12 @@ from app.streams.ws import serve_ws
 
 class StreamRouter:
     """Routes the two stream paths and plain publishes itself, and hands every other
-    request to Quart."""
+    request to Quart.
+
+    Its methods return the coroutine that serves the request rather than awaiting
+    it: an open stream is suspended for its whole life, and each ``async def``
+    between Hypercorn and the stream would keep a coroutine frame (a few hundred
+    bytes) per connection for no work at all."""
 
     def __init__(
         self, inner: ASGIApp, settings: Settings, runtime: Callable[[], Runtime | None]
@@ -32,25 +37,21 @@ class StreamRouter:
         self._settings = settings
         self._current_runtime = runtime
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         kind = scope["type"]
         if kind == "websocket":
-            await self._websocket(scope, receive, send)
-        elif kind == "http" and scope["path"].startswith("/sse/"):
-            await self._sse(scope, receive, send)
-        elif kind == "http":
+            return self._websocket(scope, receive, send)
+        if kind == "http" and scope["path"].startswith("/sse/"):
+            return self._sse(scope, receive, send)
+        if kind == "http":
             try:
                 check_host(header(scope, b"host"), self._settings)
                 runtime = self._runtime() if takes_fast_path(scope) else None
             except ApiError as error:
-                await send_error(send, error)
-                return
+                return send_error(send, error)
             if runtime is not None:
-                await serve_publish(scope, receive, send, runtime)
-            else:
-                await self._inner(scope, receive, send)
-        else:
-            await self._inner(scope, receive, send)
+                return serve_publish(scope, receive, send, runtime)
+        return self._inner(scope, receive, send)
 
     def _runtime(self) -> Runtime:
         runtime = self._current_runtime()
@@ -58,19 +59,17 @@ class StreamRouter:
             raise ApiError(503, "unavailable", "the server is starting; try again shortly")
         return runtime
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         try:
             check_host(header(scope, b"host"), self._settings)
             if scope["path"] != "/ws" and not scope["path"].startswith("/ws/"):
                 raise not_found_stream(f"no WebSocket endpoint at {scope['path'][:100]!r}")
             runtime = self._runtime()
         except ApiError as error:
-            await receive()  # websocket.connect
-            await refuse_websocket(scope, send, error)
-            return
-        await serve_ws(scope, receive, send, runtime)
+            return _refuse_handshake(scope, receive, send, error)
+        return serve_ws(scope, receive, send, runtime)
 
-    async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _sse(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         try:
             check_host(header(scope, b"host"), self._settings)
             if scope["method"] != "GET":
@@ -82,6 +81,10 @@ class StreamRouter:
                 )
             runtime = self._runtime()
         except ApiError as error:
-            await send_error(send, error)
-            return
-        await serve_sse(scope, receive, send, runtime)
+            return send_error(send, error)
+        return serve_sse(scope, receive, send, runtime)
+
+
+async def _refuse_handshake(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
+    await receive()  # websocket.connect
+    await refuse_websocket(scope, send, error)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 
 from app.errors import CLIENT_CLOSED, WRITE_TIMEOUT, ApiError, EndReason
 from app.events import Control, Frame, error_frame, jitter_ms
@@ -35,6 +36,8 @@ def passing_problem(error: ApiError) -> bool:
 
 class SseWire(Connection):
     """The SSE side of a stream: one chunk per write, frames pre-encoded."""
+
+    __slots__ = ()
 
     transport = "sse"
     prefix = "/sse/"
@@ -86,5 +89,7 @@ class SseWire(Connection):
         await self._send({"type": "http.response.body", "body": body, "more_body": more})
 
 
-async def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
-    await serve(SseWire(scope, receive, send, runtime.settings), runtime)
+def serve_sse(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> Awaitable[None]:
+    """The coroutine serving one SSE stream (a plain function: no frame of its own
+    for the stream's life)."""
+    return serve(SseWire(scope, receive, send, runtime.settings), runtime)

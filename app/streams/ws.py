@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from app.config import Settings
 from app.errors import (
     BINARY_FRAME,
     CLIENT_CLOSED,
@@ -98,10 +99,14 @@ def frame_texts(frames: list[Frame], batch: bool) -> list[str]:
 class WebSocketWire(Connection):
     """The WebSocket side of a stream: text frames, a reader that never stops."""
 
+    __slots__ = ("_batch", "_ready_made")
     transport = "websocket"
     prefix = "/ws/"
-    _batch = False  # ?batch=1: several events per frame (set by check())
-    _ready_made = False  # the server writes frames built once (set by start())
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, settings: Settings) -> None:
+        super().__init__(scope, receive, send, settings)
+        self._batch = False  # ?batch=1: several events per frame (set by check())
+        self._ready_made = False  # the server writes frames built once (set by start())
 
     def check(self, request: StreamRequest, client: str) -> None:
         """Browsers must come from an allowed origin: CORS does not cover WebSockets."""

@@ -21,6 +21,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: framing, and several frames go out in one write.
 WEBSOCKET_FRAMES = "livefeed.websocket.frames"
 
+#: A scope extension of Livefeed's own server, on HTTP requests:
+#: ``scope["extensions"][DISCONNECT_NOTICE]["notify"](future, value)`` sets the
+#: future's result to ``value`` when the client disconnects (at once if it has).
+#: A stream that only waits for the disconnect then needs no task of its own
+#: reading ``receive`` for its whole life.
+DISCONNECT_NOTICE = "livefeed.http.disconnect_notice"
+
 
 def header(scope: Scope, name: bytes) -> str | None:
     """The last value of a (lower-case) request header, decoded as Latin-1."""

@@ -140,3 +140,34 @@ async def test_a_connections_drain_waiters_are_a_list_that_still_waits_and_wakes
         client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_the_disconnect_notice_completes_a_future_and_leaves_the_message() -> None:
+    """Told before or after the disconnect, the future gets its value once; other
+    messages do not complete it; the disconnect stays queued for ``get``."""
+    loop = asyncio.get_running_loop()
+    queue = LeanQueue(10)
+    await queue.put({"type": "http.request", "body": b"", "more_body": False})
+    before: asyncio.Future[str] = loop.create_future()
+    queue.notify_disconnect(before, "closed")
+    await queue.put({"type": "http.request", "body": b"x", "more_body": False})
+    assert not before.done()
+    await queue.put({"type": "http.disconnect"})
+    assert before.result() == "closed"
+    after: asyncio.Future[str] = loop.create_future()
+    queue.notify_disconnect(after, "already")
+    assert after.result() == "already"
+    assert [(await queue.get())["type"] for _ in range(3)] == [
+        "http.request",
+        "http.request",
+        "http.disconnect",
+    ]
+
+
+async def test_a_cancelled_notice_is_left_alone() -> None:
+    queue = LeanQueue(10)
+    watched: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    queue.notify_disconnect(watched, "closed")
+    watched.cancel()
+    await queue.put({"type": "http.disconnect"})  # no InvalidStateError
+    assert watched.cancelled()

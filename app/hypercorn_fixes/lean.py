@@ -27,6 +27,7 @@ from hypercorn.config import Config
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 from app.hypercorn_fixes.tcp import BoundedSendTCPServer
+from app.scope import DISCONNECT_NOTICE
 
 
 def _wake_first(waiters: list[asyncio.Future[None]] | None) -> None:
@@ -54,18 +55,36 @@ async def _wait_in(waiters: list[asyncio.Future[None]]) -> None:
 
 class LeanQueue:
     """A bounded FIFO with one ``put`` and ``get`` per ASGI message (``maxsize`` 0:
-    unbounded), whose waiter lists are made only when something has to wait."""
+    unbounded), whose waiter lists are made only when something has to wait.
 
-    __slots__ = ("_getters", "_items", "_maxsize", "_putters")
+    It also tells of the client's disconnect without anyone waiting on ``get``
+    (:meth:`notify_disconnect`, the :data:`~app.scope.DISCONNECT_NOTICE` extension)."""
+
+    __slots__ = ("_getters", "_items", "_maxsize", "_notice", "_putters")
 
     def __init__(self, maxsize: int = 0) -> None:
         self._maxsize = maxsize
         self._items: list[ASGIReceiveEvent] = []
         self._getters: list[asyncio.Future[None]] | None = None
         self._putters: list[asyncio.Future[None]] | None = None
+        self._notice: tuple[asyncio.Future[Any], Any] | None = None
 
     def qsize(self) -> int:
         return len(self._items)
+
+    def notify_disconnect(self, future: asyncio.Future[Any], value: Any) -> None:
+        """Set ``future``'s result to ``value`` once ``http.disconnect`` is put (now,
+        if it already was); the message stays queued for ``get``."""
+        self._notice = (future, value)
+        if any(item.get("type") == "http.disconnect" for item in self._items):
+            self._tell_disconnect()
+
+    def _tell_disconnect(self) -> None:
+        if self._notice is not None:
+            future, value = self._notice
+            self._notice = None
+            if not future.done():
+                future.set_result(value)
 
     async def put(self, item: ASGIReceiveEvent) -> None:
         while 0 < self._maxsize <= len(self._items):
@@ -74,6 +93,8 @@ class LeanQueue:
             await _wait_in(self._putters)
         self._items.append(item)
         _wake_first(self._getters)
+        if item.get("type") == "http.disconnect":
+            self._tell_disconnect()
 
     async def get(self) -> ASGIReceiveEvent:
         while not self._items:
@@ -118,7 +139,8 @@ class LeanEvent:
 
 
 class LeanTaskGroup(TaskGroup):
-    """Hypercorn's connection task group, giving each request a :class:`LeanQueue`."""
+    """Hypercorn's connection task group, giving each request a :class:`LeanQueue`
+    (and an HTTP request the disconnect notice it offers)."""
 
     async def spawn_app(
         self,
@@ -128,6 +150,9 @@ class LeanTaskGroup(TaskGroup):
         send: Callable[[ASGISendEvent | None], Awaitable[None]],
     ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
         queue = LeanQueue(config.max_app_queue_size)
+        if scope["type"] == "http":
+            extensions = scope.setdefault("extensions", {})
+            extensions[DISCONNECT_NOTICE] = {"notify": queue.notify_disconnect}
         self.spawn(_handle, app, config, scope, queue.get, send, self._sync_spawn, self._call_soon)
         return queue.put
 

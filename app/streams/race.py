@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 
-async def race(main: Coroutine[Any, Any, Any], *watchers: Coroutine[Any, Any, Any]) -> Any:
+async def race(main: Coroutine[Any, Any, Any], *watchers: Awaitable[Any]) -> Any:
     """Run ``main`` in this task and each watcher beside it, until one finishes; stop
     the others and return what the first returned (or raise what it raised).
+    A watcher is a coroutine (run as a task) or a future (only watched).
 
     ``main`` (a stream's pump) runs in the caller's task rather than a task of its
     own: an open stream holds one task less, and no ``asyncio.wait`` bookkeeping.
@@ -19,9 +20,9 @@ async def race(main: Coroutine[Any, Any, Any], *watchers: Coroutine[Any, Any, An
     current = asyncio.current_task()
     if current is None:
         raise RuntimeError("race() must run inside a task")
-    first: list[asyncio.Task[Any]] = []
+    first: list[asyncio.Future[Any]] = []
 
-    def finished(task: asyncio.Task[Any]) -> None:
+    def finished(task: asyncio.Future[Any]) -> None:
         if not first and not task.cancelled():
             first.append(task)
             current.cancel()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,9 +65,10 @@ class Wire(Protocol):
     async def write(self, frames: list[Frame]) -> None:
         """Send frames in order; may wait while the client is slow."""
 
-    async def listen(self, live: Live) -> EndReason:
+    def listen(self, live: Live) -> Awaitable[EndReason]:
         """Follow the client's side until it leaves or misbehaves (``live``: what its
-        messages may act on)."""
+        messages may act on): a coroutine, run as a task beside the pump, or a future
+        the server completes (then no task is needed)."""
 
     async def end(self, reason: EndReason, notice: Control | None) -> None:
         """Say goodbye (``notice`` first, if any), bounded in time: the client may not

@@ -16,7 +16,7 @@ from app.errors import CLIENT_CLOSED, WRITE_TIMEOUT, ApiError, EndReason
 from app.events import Control, Frame, error_frame, jitter_ms
 from app.query import StreamRequest
 from app.runtime import Runtime
-from app.scope import Receive, Scope, Send, header
+from app.scope import DISCONNECT_NOTICE, Receive, Scope, Send, header
 from app.security.origins import cors_origin
 from app.streams.connection import Connection, send_error
 from app.streams.session import Live, serve
@@ -62,7 +62,18 @@ class SseWire(Connection):
     async def write(self, frames: list[Frame]) -> None:
         await self._write(b"".join(frame.sse for frame in frames))
 
-    async def listen(self, live: Live) -> EndReason:
+    def listen(self, live: Live) -> Awaitable[EndReason]:
+        """The client says nothing on an SSE stream: only its disconnect matters.
+        Livefeed's server tells of it through a future (no task reading ``receive``
+        for the stream's life); any other ASGI server is read until it says so."""
+        notice = (self.scope.get("extensions") or {}).get(DISCONNECT_NOTICE)
+        if notice is None:
+            return self._until_disconnect()
+        closed: asyncio.Future[EndReason] = asyncio.get_running_loop().create_future()
+        notice["notify"](closed, CLIENT_CLOSED)
+        return closed
+
+    async def _until_disconnect(self) -> EndReason:
         while (await self._receive())["type"] != "http.disconnect":
             pass
         return CLIENT_CLOSED

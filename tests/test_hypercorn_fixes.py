@@ -5,6 +5,7 @@ tests/test_h2c.py."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import h11
@@ -87,6 +88,7 @@ def _accept_without_extensions(self: Handshake, *args: object) -> None:
         "h2 stream rebound",
         "task group spawns differently",
         "connection built differently",
+        "read loop changed",
     ],
 )
 def test_install_leaves_a_changed_hypercorn_alone(
@@ -107,6 +109,8 @@ def test_install_leaves_a_changed_hypercorn_alone(
         monkeypatch.setattr(TaskGroup, "spawn_app", _spawn_with_a_different_queue)
     elif change == "connection built differently":
         monkeypatch.setattr(TCPServer, "__init__", _built_with_a_transport)
+    elif change == "read loop changed":
+        monkeypatch.setattr(TCPServer, "_read_data", _reads_with_a_deadline)
     else:
         monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", type("Other", (WSStream,), {}))
     before = (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream)
@@ -119,6 +123,12 @@ def test_install_leaves_a_changed_hypercorn_alone(
 
 def _built_with_a_transport(self: object, app: object, transport: object) -> None:
     """A TCPServer constructor that no longer takes a reader and a writer."""
+
+
+async def _reads_with_a_deadline(self: TCPServer) -> None:
+    """A read loop that does something Hypercorn 0.18.0's did not."""
+    async with asyncio.timeout(self.config.read_timeout):
+        await self.reader.read(1)
 
 
 def protocol(sent: list[Event]) -> LivefeedH11Protocol:

@@ -48,6 +48,13 @@ WS_METHODS = {
     "_send_wsproto_event": ["self", "event"],
     "app_send": ["self", "message"],
 }
+#: Every name Hypercorn's read loop uses: the lean server reads the same way without
+#: ``wait_for``, so any change to that loop (a name more or less) is a mismatch.
+READ_DATA_NAMES = {
+    "reader", "at_eof", "asyncio", "wait_for", "read", "MAX_RECV", "config", "read_timeout",
+    "protocol", "handle", "RawData", "ConnectionError", "OSError", "TimeoutError", "SSLError",
+    "Closed",
+}  # fmt: skip
 #: What Hypercorn builds each asyncio connection with (the lean server passes it on).
 TCP_SERVER_PARAMS = ["self", "app", "loop", "config", "context", "state", "reader", "writer"]
 #: What Hypercorn's task group runs a request with (the lean task group calls it too).
@@ -73,7 +80,7 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (Connection, "events", ("_state", "REMOTE_CLOSING")),
     (TCPServer, "protocol_send", ("send_lock", "writer", "drain", "protocol")),
     (TCPServer, "_close", ("writer", "wait_closed")),
-    (TCPServer, "run", ("TaskGroup",)),
+    (TCPServer, "run", ("TaskGroup", "_read_data")),
     (TaskGroup, "spawn_app", ("Queue", "spawn", "_handle", "get", "put")),
     (TaskGroup, "spawn", ("_task_group", "create_task")),
     (H11Protocol, "__init__", ("event_class",)),
@@ -113,12 +120,18 @@ def mismatches() -> list[str]:
         *_coroutines(H2Protocol, H2_METHODS),
         *_coroutines(WSStream, WS_METHODS),
         *_bound(hypercorn.asyncio.run, "TCPServer", TCPServer),
-        *_coroutines(TCPServer, {"protocol_send": ["self", "event"], "_close": ["self"]}),
+        *_coroutines(
+            TCPServer,
+            {"protocol_send": ["self", "event"], "_close": ["self"], "_read_data": ["self"]},
+        ),
         *_bound(hypercorn.asyncio.run, "WorkerContext", WorkerContext),
         *_bound(hypercorn.asyncio.tcp_server, "TaskGroup", TaskGroup),
         *_coroutines(TaskGroup, {"spawn_app": ["self", "app", "config", "scope", "send"]}),
         *_coroutines(EventWrapper, {name: ["self"] for name in ("set", "clear", "wait")}),
     ]
+    read_data = getattr(getattr(TCPServer, "_read_data", None), "__code__", None)
+    if read_data is None or set(read_data.co_names) != READ_DATA_NAMES:
+        found.append("TCPServer._read_data reads differently")
     if _params(TCPServer.__init__) != TCP_SERVER_PARAMS:
         found.append(f"TCPServer.__init__ does not take {TCP_SERVER_PARAMS}")
     handle = getattr(hypercorn.asyncio.task_group, "_handle", None)

@@ -19,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Awaitable, Callable, Coroutine
+from ssl import SSLError
 from typing import Any
 
 from hypercorn.asyncio.task_group import TaskGroup, _handle
+from hypercorn.asyncio.tcp_server import MAX_RECV
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 from app.hypercorn_fixes.tcp import BoundedSendTCPServer
@@ -173,7 +176,7 @@ class LeanWorkerContext(WorkerContext):
 
 class LeanTCPServer(BoundedSendTCPServer):
     """Hypercorn's asyncio connection (with bounded writes), whose stream protocol
-    keeps its drain waiters in a list.
+    keeps its drain waiters in a list, and whose reads wait in one frame less.
 
     ``StreamReaderProtocol`` only appends to, removes from and iterates over its
     ``_drain_waiters``, which a list does as well; an empty deque is 760 bytes,
@@ -194,3 +197,19 @@ class LeanTCPServer(BoundedSendTCPServer):
         waiters = getattr(protocol, "_drain_waiters", None)
         if isinstance(waiters, collections.deque) and not waiters:
             protocol._drain_waiters = []  # type: ignore[attr-defined]
+
+    async def _read_data(self) -> None:
+        """Hypercorn's read loop, reading without ``asyncio.wait_for`` when there is no
+        read timeout (Livefeed sets none: it would cut quiet streams).  With no
+        timeout ``wait_for`` only awaits the read, but its frame stays suspended
+        under every idle connection's reading task."""
+        if self.config.read_timeout is not None:
+            await super()._read_data()
+            return
+        while not self.reader.at_eof():
+            try:
+                data = await self.reader.read(MAX_RECV)
+            except (ConnectionError, OSError, SSLError):
+                break
+            await self.protocol.handle(RawData(data))
+        await self.protocol.handle(Closed())

@@ -6,6 +6,7 @@ tests/test_h2c.py."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 import h11
@@ -25,7 +26,8 @@ from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import Handshake, WSStream
-from wsproto.connection import Connection
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection, Ping
 
 from app.hypercorn_fixes import http1, install
 from app.hypercorn_fixes.extensions import offer_problem
@@ -217,3 +219,18 @@ def test_offers_browsers_and_libraries_send_are_not_refused() -> None:
     repeated = b"permessage-deflate, permessage-deflate;server_no_context_takeover"
     assert offer_problem([repeated]) is None
     assert offer_problem([b"x-webkit-deflate-frame", b", foo ;bar=baz"]) is None
+
+
+def test_a_websockets_pending_events_are_a_list_that_keeps_their_order() -> None:
+    """The frame-limited connection keeps wsproto's pending events in a list (an
+    empty deque is 760 bytes per WebSocket); they still come out in order."""
+    connection = FrameLimitedConnection(ConnectionType.SERVER)
+    assert type(connection._events) is not deque
+    first, second = Ping(b"1"), Ping(b"2")
+    connection._events.append(first)
+    connection._events.append(second)
+    connection.receive_data(None)  # the connection drops: wsproto queues its close
+    events = list(connection.events())
+    assert events[:2] == [first, second]
+    assert [type(event) for event in events[2:]] == [CloseConnection]
+    assert not connection._events

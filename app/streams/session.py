@@ -52,6 +52,10 @@ class Wire(Protocol):
     prefix: str  # the path prefix before the channel: "/sse/" or "/ws/"
     scope: Scope
 
+    async def opened(self) -> bool:
+        """Whether the client still wants the stream (a WebSocket's first message is
+        its connect; a client gone before it is not answered)."""
+
     def check(self, request: StreamRequest, client: str) -> None:
         """Raise :class:`ApiError` if this transport refuses the request (before
         credentials are checked: a browser's origin, for instance)."""
@@ -95,6 +99,8 @@ class Live:
 
 async def serve(wire: Wire, runtime: Runtime) -> None:
     """Serve one stream from handshake to goodbye."""
+    if not await wire.opened():
+        return
     try:
         handshake = await _handshake(wire, runtime)
         slot = await runtime.admit(handshake.client, wire.transport)

@@ -42,6 +42,9 @@ class SseWire(Connection):
     transport = "sse"
     prefix = "/sse/"
 
+    async def opened(self) -> bool:
+        return True  # the request is all there is
+
     def check(self, request: StreamRequest, client: str) -> None:
         """Any page may read an SSE stream it has credentials for: CORS headers on the
         answer decide which pages see it (see :meth:`_start_response`)."""

@@ -14,6 +14,7 @@ import bisect
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from app.config import Settings
@@ -107,6 +108,10 @@ class WebSocketWire(Connection):
         super().__init__(scope, receive, send, settings)
         self._batch = False  # ?batch=1: several events per frame (set by check())
         self._ready_made = False  # the server writes frames built once (set by start())
+
+    async def opened(self) -> bool:
+        first: str = (await self._receive())["type"]
+        return first == "websocket.connect"
 
     def check(self, request: StreamRequest, client: str) -> None:
         """Browsers must come from an allowed origin: CORS does not cover WebSockets."""
@@ -244,7 +249,7 @@ def _flooding(recent: list[float]) -> bool:
     return len(recent) > MAX_MESSAGES_PER_S
 
 
-async def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
-    if (await receive())["type"] != "websocket.connect":
-        return
-    await serve(WebSocketWire(scope, receive, send, runtime.settings), runtime)
+def serve_ws(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> Awaitable[None]:
+    """The coroutine serving one WebSocket stream (a plain function: no frame of its
+    own for the stream's life)."""
+    return serve(WebSocketWire(scope, receive, send, runtime.settings), runtime)

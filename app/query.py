@@ -3,6 +3,7 @@ every surface, so the cursor rules cannot drift between transports."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,8 +64,13 @@ def channel_list(raw: str, where: str) -> Channels:
     return parse_channels(raw.split(","), where)
 
 
+@functools.lru_cache(maxsize=1024)
 def workflow_ids(channels: Channels) -> frozenset[str] | None:
-    """The workflows a list of channels means (``None``: every event)."""
+    """The workflows a list of channels means (``None``: every event).
+
+    Remembered for the channel lists seen last: streams on the same channels then
+    share one set (even a set of one is 216 bytes) instead of one per stream.  The
+    result is immutable, so sharing it changes nothing else."""
     return None if ALL_EVENTS_CHANNEL in channels else frozenset(channels)
 
 

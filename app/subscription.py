@@ -15,9 +15,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.events import Control, Event, EventFilter, Frame
-from app.store.base import LogReader
+from app.store.base import LogReader, fitted_limit
 
-PAGE_SIZE = 1000
+PAGE_SIZE = 1000  # events per page of the log, at most
+PAGE_BYTES = 256 * 1024  # and about this much of them (pages start small to learn sizes)
+FIRST_PAGE = 16
 
 
 class Dispatcher(Protocol):
@@ -50,6 +52,7 @@ class Subscription:
         "_live",
         "_live_from",
         "_overflowed",
+        "_page_limit",
         "_pending",
         "_picky",
         "_queue",
@@ -76,6 +79,7 @@ class Subscription:
         self._queue: list[Event] = []
         self._live = False
         self._live_from = 0
+        self._page_limit = FIRST_PAGE  # events to read in the next page of the log
         self._overflowed = False
         self._wake_queued = False  # in the hub's list of subscribers to wake
         self._waiter: asyncio.Future[None] | None = None  # a future only while waiting:
@@ -164,9 +168,12 @@ class Subscription:
                 frames = self._take_pending()
                 events = self._try_go_live()
                 if events is None:
-                    page = await self._hub.store.read(self.cursor, PAGE_SIZE, self.filter)
+                    page = await self._hub.store.read(self.cursor, self._page_limit, self.filter)
                     self.cursor = page.scanned_to
                     events = page.events
+                    self._page_limit = fitted_limit(
+                        events, self._page_limit, PAGE_BYTES, PAGE_SIZE
+                    )
                 if frames or events:
                     self.replaying = True
                     return [*frames, *events]

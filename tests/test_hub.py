@@ -23,6 +23,7 @@ import pytest_asyncio
 from app.events import EVERYTHING, Control, Draft, Event, EventFilter, Frame
 from app.hub import WAKE_SLICE, Hub, Subscription
 from app.store.sqlite import SqliteStore
+from app.subscription import FIRST_PAGE, PAGE_BYTES, PAGE_SIZE
 
 pytestmark = pytest.mark.asyncio
 
@@ -283,3 +284,25 @@ async def test_other_processes_events_are_not_read_with_nobody_to_hand_them_to(
         assert hub.stats.dispatched == 2  # read once somebody was there to take them
     finally:
         await other.close()
+
+
+async def test_catching_up_reads_pages_of_about_page_bytes_however_big_the_events(
+    store: SqliteStore, make_hub: MakeHub
+) -> None:
+    """A reader catching up holds one page in memory (and writes it in one piece): with
+    16 KB events a page is about PAGE_BYTES, not 1000 events (16 MB); with small
+    events pages grow to PAGE_SIZE."""
+    big = Draft("t", None, '{"pad":"' + "x" * 16_000 + '"}')
+    await store.append([big] * 100)
+    await store.append(drafts(3000))
+    hub = await make_hub()
+    async with hub.subscribe(EVERYTHING, cursor=0) as sub:
+        sizes: list[int] = []
+        while not sizes or (sizes[-1] > 0 and sum(sizes) < 3100):
+            batch = ids(await next_frames(sub))
+            sizes.append(len(batch))
+    assert sum(sizes) == 3100
+    assert sizes[0] == FIRST_PAGE
+    big_pages = sizes[1:6]  # still among the big events
+    assert all(size * 16_000 <= PAGE_BYTES * 1.1 for size in big_pages), big_pages
+    assert max(sizes) == PAGE_SIZE  # small events: full pages again

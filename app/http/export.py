@@ -35,6 +35,7 @@ from app.http.replay_query import FORMATS, ReplayQuery
 from app.runtime import Admitted, Runtime
 from app.security.expiry import deadline, next_before
 from app.security.tokens import ReadGrant
+from app.store.base import fitted_limit
 from app.tlog.csv_cells import HEADER, csv_row
 
 MAX_PAGE = 1000
@@ -99,12 +100,9 @@ async def _export(rt: Runtime, query: ReplayQuery) -> AsyncIterator[bytes]:
     while after < head:
         page = await rt.store.read(after, limit, query.filter)
         events = [event for event in page.events if event.id <= head]
-        if events:
-            size = 0
-            for chunk in _csv_rows(events) if csv else _ndjson(events):
-                size += len(chunk)
-                yield chunk
-            limit = max(1, min(MAX_PAGE, CHUNK_BYTES * len(events) // size))
+        for chunk in _csv_rows(events) if csv else _ndjson(events):
+            yield chunk
+        limit = fitted_limit(events, limit, CHUNK_BYTES, MAX_PAGE)
         after = min(page.scanned_to, head)  # a short page scanned to the head: done
 
 

@@ -23,6 +23,18 @@ COLUMNS = "id, type, workflow_id, ts, data"
 TRIM_CHUNK = 10_000
 
 
+def fitted_limit(events: Sequence[Event], current: int, budget_bytes: int, most: int) -> int:
+    """How many events to ask for in the next page so that it holds about
+    ``budget_bytes``, never more than ``most``, judged by the page just read (by
+    ``current`` when it held none).  Events may be up to 64 KiB: a page of 1000
+    would be 64 MB in memory, several times over once encoded for the transports,
+    for as long as a reader that stopped reading holds it."""
+    size = sum(len(event.json) for event in events)
+    if not size:
+        return current
+    return max(1, min(most, budget_bytes * len(events) // size))
+
+
 @dataclass(frozen=True, slots=True)
 class Appended:
     """The outcome of one publish: its events, or the first answer when replayed."""

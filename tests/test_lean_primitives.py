@@ -143,25 +143,39 @@ async def test_a_connections_drain_waiters_are_a_list_that_still_waits_and_wakes
 
 
 async def test_the_disconnect_notice_completes_a_future_and_leaves_the_message() -> None:
-    """Told before or after the disconnect, the future gets its value once; other
-    messages do not complete it; the disconnect stays queued for ``get``."""
+    """Told before or after the disconnect, the future gets its value; body chunks
+    are dropped once it is asked for (nobody reads them); the disconnect stays
+    queued for ``get``."""
     loop = asyncio.get_running_loop()
     queue = LeanQueue(10)
-    await queue.put({"type": "http.request", "body": b"", "more_body": False})
+    await queue.put({"type": "http.request", "body": b"", "more_body": True})
     before: asyncio.Future[str] = loop.create_future()
     queue.notify_disconnect(before, "closed")
     await queue.put({"type": "http.request", "body": b"x", "more_body": False})
-    assert not before.done()
+    assert not before.done() and queue.qsize() == 0
     await queue.put({"type": "http.disconnect"})
     assert before.result() == "closed"
     after: asyncio.Future[str] = loop.create_future()
     queue.notify_disconnect(after, "already")
     assert after.result() == "already"
-    assert [(await queue.get())["type"] for _ in range(3)] == [
-        "http.request",
-        "http.request",
-        "http.disconnect",
-    ]
+    assert await queue.get() == {"type": "http.disconnect"}
+
+
+async def test_an_endless_body_cannot_hide_the_disconnect() -> None:
+    """A client whose body chunks filled the queue before the notice was asked for:
+    the waiting put is released (its chunk dropped), and the disconnect still tells."""
+    queue = LeanQueue(2)
+    for n in range(2):
+        await queue.put({"type": "http.request", "body": b"%d" % n, "more_body": True})
+    blocked = asyncio.create_task(queue.put({"type": "http.request", "body": b"2"}))
+    await settle()
+    assert not blocked.done()  # the connection's reading stopped here
+    closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    queue.notify_disconnect(closed, "closed")
+    await blocked
+    assert queue.qsize() == 0
+    await queue.put({"type": "http.disconnect"})
+    assert closed.result() == "closed"
 
 
 async def test_a_cancelled_notice_is_left_alone() -> None:

@@ -309,6 +309,35 @@ async def test_disconnected_clients_leave_no_subscriber_behind(server: ServerPro
         assert stats["connections"] == {"websocket": 0, "sse": 0, "poll": 0}
 
 
+async def test_an_sse_client_sending_an_endless_body_is_still_seen_leaving(
+    server: ServerProcess,
+):
+    """An SSE GET that keeps sending body chunks (nobody reads them) and then
+    disconnects: its stream ends and frees its subscription like any other."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"GET /sse/validation_updates HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    received = b""
+    async with asyncio.timeout(10):
+        while b"connection_established" not in received:
+            received += await reader.read(65536)
+    for _ in range(200):  # far more than the request's queue holds
+        writer.write(b"1\r\nx\r\n")
+    await writer.drain()
+    async with httpx.AsyncClient(timeout=10) as client:
+        stats = (await client.get(server.url + "/api/stats")).json()
+        assert stats["connections"]["sse"] == 1
+        writer.close()
+        for _ in range(100):
+            stats = (await client.get(server.url + "/api/stats")).json()
+            if stats["connections"]["sse"] == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert stats["connections"]["sse"] == 0 and stats["subscribers"] == 0
+
+
 async def test_ws_batch_mode_sends_several_events_per_frame(server: ServerProcess):
     """With ?batch=1 the events of one write arrive as a JSON array in one frame."""
     ids = server.publish([{"type": "t", "data": {"n": n}} for n in range(10)])

@@ -77,27 +77,41 @@ class LeanQueue:
 
     def notify_disconnect(self, future: asyncio.Future[Any], value: Any) -> None:
         """Set ``future``'s result to ``value`` once ``http.disconnect`` is put (now,
-        if it already was); the message stays queued for ``get``."""
+        if it already was); the message stays queued for ``get``.
+
+        Asking means the application reads nothing more: body chunks queued or put
+        from now on are dropped, so that a client sending an endless body (to an
+        SSE ``GET``) cannot fill the queue, stop the connection's reading and hide
+        its own disconnect."""
         self._notice = (future, value)
-        if any(item.get("type") == "http.disconnect" for item in self._items):
+        self._items = [item for item in self._items if item.get("type") == "http.disconnect"]
+        if self._items:
             self._tell_disconnect()
+        putters, self._putters = self._putters, None
+        for putter in putters or ():  # each looks again: its body chunk is dropped now
+            if not putter.done():
+                putter.set_result(None)
 
     def _tell_disconnect(self) -> None:
         if self._notice is not None:
             future, value = self._notice
-            self._notice = None
             if not future.done():
                 future.set_result(value)
 
     async def put(self, item: ASGIReceiveEvent) -> None:
-        while 0 < self._maxsize <= len(self._items):
+        disconnect = item.get("type") == "http.disconnect"
+        while True:
+            if disconnect:
+                self._tell_disconnect()
+            elif self._notice is not None:
+                return  # nobody will read it (see notify_disconnect)
+            if not 0 < self._maxsize <= len(self._items):
+                break
             if self._putters is None:
                 self._putters = []
             await _wait_in(self._putters)
         self._items.append(item)
         _wake_first(self._getters)
-        if item.get("type") == "http.disconnect":
-            self._tell_disconnect()
 
     async def get(self) -> ASGIReceiveEvent:
         while not self._items:

@@ -29,6 +29,7 @@ from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 
 DRAIN_POLL_S = 0.1
+FIRST_DRAIN_POLL_S = 0.001
 
 
 class LivefeedConfig(Config):
@@ -80,9 +81,12 @@ class BoundedSendTCPServer(TCPServer):
         ``patience_s`` without taking some: a slow peer is waited for, a stalled one
         is not."""
         loop = asyncio.get_running_loop()
-        deadline, left = loop.time() + patience_s, self._queued()
+        deadline, left, pause = loop.time() + patience_s, self._queued(), FIRST_DRAIN_POLL_S
         while left:
-            await asyncio.sleep(DRAIN_POLL_S)
+            # The last bytes are usually acknowledged within a millisecond: look again
+            # soon, then less often, rather than keep every closing socket 0.1 s longer.
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, DRAIN_POLL_S)
             now, before, left = loop.time(), left, self._queued()
             if left < before:
                 deadline = now + patience_s

@@ -15,14 +15,14 @@ import os
 import signal
 import socket
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
+from hypercorn.asyncio import serve as hypercorn_serve
 
 from app.application import create_app
 from app.banner import start_line
 from app.config import Settings
 from app.hypercorn_fixes import install as install_hypercorn_fixes
-from app.hypercorn_fixes.tcp import LivefeedConfig
+from app.hypercorn_fixes.connection import LivefeedConfig
+from app.hypercorn_fixes.serve import serve
 from app.runtime import RUNTIME_KEY, Runtime
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ def announce(sock: socket.socket, scheme: str = "http") -> None:
     print(f"listening on {bound_url(sock, scheme)}", flush=True)
 
 
-def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> Config:
+def hypercorn_config(
+    settings: Settings, sock: socket.socket | None = None
+) -> LivefeedConfig:
     """Hypercorn's settings; with ``sock`` it serves that socket, which it owns from
     here on (detached, so it is closed once, by Hypercorn)."""
     config = LivefeedConfig()
@@ -102,7 +104,7 @@ async def _until_signalled(app_extensions: dict[str, object]) -> None:
 
 async def serve_forever(settings: Settings, sock: socket.socket | None = None) -> None:
     """Serve ``sock`` (a worker's, inherited), or a socket bound and announced here."""
-    install_hypercorn_fixes()  # JSON errors, no h2c upgrade, no WebSocket compression
+    fixed = install_hypercorn_fixes()  # JSON errors, no h2c upgrade, no compression, …
     app = create_app(settings)
     worker = sock is not None
     if sock is None:
@@ -111,12 +113,12 @@ async def serve_forever(settings: Settings, sock: socket.socket | None = None) -
     log.info("%s", start_line(settings, worker=worker, port=sock.getsockname()[1]))
     # The app's ASGI callable itself (the stream router in front of Quart), not the
     # Quart object, whose __call__ would be one more frame kept by every open stream.
-    await serve(
-        app.asgi_app,
-        hypercorn_config(settings, sock),
-        shutdown_trigger=lambda: _until_signalled(app.extensions),
-        mode="asgi",  # said, not guessed: the router's __call__ is a plain function
-    )
+    config = hypercorn_config(settings, sock)
+    until_signalled = lambda: _until_signalled(app.extensions)  # noqa: E731
+    if fixed:
+        await serve(app.asgi_app, config, until_signalled)
+    else:  # Hypercorn's own connections, with none of the fixes
+        await hypercorn_serve(app.asgi_app, config, shutdown_trigger=until_signalled, mode="asgi")
 
 
 def run(settings: Settings, *, worker: bool = False) -> None:

@@ -10,17 +10,14 @@ from collections import deque
 from typing import Any
 
 import h11
-import hypercorn.asyncio.run
-import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
+import hypercorn.typing
 import orjson
 import pytest
-from hypercorn.asyncio.task_group import TaskGroup
-from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.asyncio.worker_context import AsyncioSingleTask, WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h2 import H2Protocol
@@ -34,7 +31,6 @@ from app.hypercorn_fixes.extensions import offer_problem
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol, describe
 from app.hypercorn_fixes.http2 import LivefeedH2Protocol
-from app.hypercorn_fixes.lean import LeanTaskGroup, LeanTCPServer, LeanWorkerContext
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 
@@ -46,18 +42,12 @@ def hypercorn_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hypercorn.protocol.h11, "WSStream", WSStream)
     monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", WSStream)
     monkeypatch.setattr(hypercorn.protocol.ws_stream, "Connection", Connection)
-    monkeypatch.setattr(hypercorn.asyncio.run, "TCPServer", TCPServer)
-    monkeypatch.setattr(hypercorn.asyncio.run, "WorkerContext", WorkerContext)
-    monkeypatch.setattr(hypercorn.asyncio.tcp_server, "TaskGroup", TaskGroup)
 
 
 def test_install_rebinds_every_name_and_is_idempotent() -> None:
     """Both protocols, the WebSocket stream of both HTTP versions and its wsproto
-    connection, the asyncio connection, its task group and the worker context, once."""
+    connection, once."""
     assert install() and install()
-    assert hypercorn.asyncio.run.TCPServer is LeanTCPServer
-    assert hypercorn.asyncio.run.WorkerContext is LeanWorkerContext
-    assert hypercorn.asyncio.tcp_server.TaskGroup is LeanTaskGroup
     assert hypercorn.protocol.H11Protocol is LivefeedH11Protocol
     assert hypercorn.protocol.H2Protocol is LivefeedH2Protocol
     assert hypercorn.protocol.h11.WSStream is LivefeedWSStream
@@ -69,10 +59,11 @@ async def _changed_signature(self: H11Protocol, status_code: int, reason: str) -
     """A stand-in for a future Hypercorn whose private method changed."""
 
 
-async def _spawn_with_a_different_queue(
-    self: TaskGroup, app: object, config: Config, scope: object, send: object, state: object
-) -> None:
-    """A stand-in for a future task group that hands requests their messages otherwise."""
+class _TaskGroupAskedMore(hypercorn.typing.TaskGroup):
+    """A stand-in for a future Hypercorn whose protocols ask more of a task group."""
+
+    def spawn_later(self, delay: float) -> None:
+        """What a connection's tasks do not do."""
 
 
 def _accept_without_extensions(self: Handshake, *args: object) -> None:
@@ -88,9 +79,9 @@ def _accept_without_extensions(self: Handshake, *args: object) -> None:
         "websocket method removed",
         "handshake negotiates elsewhere",
         "h2 stream rebound",
-        "task group spawns differently",
-        "connection built differently",
-        "read loop changed",
+        "task group asked more",
+        "protocol built differently",
+        "idle timer made elsewhere",
     ],
 )
 def test_install_leaves_a_changed_hypercorn_alone(
@@ -107,30 +98,28 @@ def test_install_leaves_a_changed_hypercorn_alone(
         monkeypatch.delattr(WSStream, "_accept")
     elif change == "handshake negotiates elsewhere":
         monkeypatch.setattr(Handshake, "accept", _accept_without_extensions)
-    elif change == "task group spawns differently":
-        monkeypatch.setattr(TaskGroup, "spawn_app", _spawn_with_a_different_queue)
-    elif change == "connection built differently":
-        monkeypatch.setattr(TCPServer, "__init__", _built_with_a_transport)
-    elif change == "read loop changed":
-        monkeypatch.setattr(TCPServer, "_read_data", _reads_with_a_deadline)
+    elif change == "task group asked more":
+        monkeypatch.setattr(hypercorn.typing, "TaskGroup", _TaskGroupAskedMore)
+    elif change == "protocol built differently":
+        monkeypatch.setattr(hypercorn.protocol.ProtocolWrapper, "__init__", _built_with_a_transport)
+    elif change == "idle timer made elsewhere":
+        monkeypatch.setattr(AsyncioSingleTask, "restart", _restarts_in_a_new_task)
     else:
         monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", type("Other", (WSStream,), {}))
     before = (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream)
     assert not install()
     assert (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream) == before
     assert hypercorn.protocol.h11.WSStream is WSStream
-    assert hypercorn.asyncio.tcp_server.TaskGroup is TaskGroup
     assert "stays, unprotected" in caplog.text and "compression" in caplog.text
 
 
 def _built_with_a_transport(self: object, app: object, transport: object) -> None:
-    """A TCPServer constructor that no longer takes a reader and a writer."""
+    """A protocol constructor that takes something else than Hypercorn 0.18.0's."""
 
 
-async def _reads_with_a_deadline(self: TCPServer) -> None:
-    """A read loop that does something Hypercorn 0.18.0's did not."""
-    async with asyncio.timeout(self.config.read_timeout):
-        await self.reader.read(1)
+async def _restarts_in_a_new_task(self: object, task_group: object, action: Any) -> None:
+    """An idle timer that no longer asks the task group for its task."""
+    asyncio.get_running_loop().create_task(action())
 
 
 def protocol(sent: list[Event]) -> LivefeedH11Protocol:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
 
 import pytest
-from hypercorn.config import Config
 
-from app.hypercorn_fixes.lean import LeanEvent, LeanQueue, LeanTCPServer
+from app.hypercorn_fixes.lean import LeanEvent, LeanQueue
 
 pytestmark = pytest.mark.asyncio
 
@@ -106,40 +104,6 @@ async def test_event_wakes_every_waiter_and_stays_set_until_cleared() -> None:
     late.cancel()
     await settle()
     assert event._waiters == []  # the cancelled waiter left nothing behind
-
-
-async def test_a_connections_drain_waiters_are_a_list_that_still_waits_and_wakes() -> None:
-    """The lean connection swaps asyncio's empty drain deque for a list: a write to a
-    peer that does not read still waits for it, and goes on once it reads."""
-    built: list[LeanTCPServer] = []
-
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        unused: Any = None  # nothing here runs an app
-        loop = asyncio.get_running_loop()
-        built.append(LeanTCPServer(unused, loop, Config(), unused, {}, reader, writer))
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, client = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        await settle()
-        writer = built[0].writer
-        assert type(writer.transport.get_protocol()._drain_waiters) is list  # type: ignore[attr-defined]
-        writer.transport.set_write_buffer_limits(high=1024)
-        while writer.transport.get_write_buffer_size() <= 1024:
-            writer.write(b"x" * 65536)  # until the kernel's buffers are full too
-            await asyncio.sleep(0)
-        draining = asyncio.create_task(writer.drain())
-        await settle()
-        assert not draining.done()  # waiting, in the list
-        while not draining.done():
-            await reader.read(1 << 20)  # the peer reads: the transport resumes
-        await draining
-        writer.close()
-    finally:
-        client.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_the_disconnect_notice_completes_a_future_and_leaves_the_message() -> None:

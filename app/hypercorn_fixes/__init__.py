@@ -9,25 +9,27 @@
 - :mod:`~app.hypercorn_fixes.frames`: a cap on the WebSocket frames one client makes
   the server parse per second (6-byte frames stalled the event loop).
 - :mod:`~app.hypercorn_fixes.http2`: the same for HTTP/2 control frames (PING floods).
-- :mod:`~app.hypercorn_fixes.tcp`: a write that cannot drain for the send timeout
-  aborts the connection (a stalled client kept its socket and buffers forever).
-- :mod:`~app.hypercorn_fixes.lean`: a request's receive queue, a connection's
-  events and its stream protocol's drain waiters, which make no deques until
-  something waits (4.4 KiB of an idle stream).
+- :mod:`~app.hypercorn_fixes.connection`: each connection is its transport's
+  protocol, with no task, stream reader or writer of its own while nothing happens
+  (about 4 KiB of an idle stream), and a write that cannot drain for the send
+  timeout aborts it (a stalled client kept its socket and buffers forever).
+  :mod:`~app.hypercorn_fixes.serve` serves those connections.
+- :mod:`~app.hypercorn_fixes.lean`: a request's receive queue and a connection's
+  events, which make no deques until something waits (3.7 KiB of an idle stream).
 
 How: Hypercorn builds each connection's protocol from the names ``H11Protocol`` and
 ``H2Protocol`` in ``hypercorn.protocol`` (every worker type: asyncio, uvloop, trio),
 each WebSocket stream from the name ``WSStream`` in ``hypercorn.protocol.h11`` and
-``hypercorn.protocol.h2``, its wsproto connection from the name ``Connection`` in
-``hypercorn.protocol.ws_stream``, the asyncio connection, its task group and the
-worker context from ``TCPServer`` and ``WorkerContext`` in ``hypercorn.asyncio.run``
-and ``TaskGroup`` in ``hypercorn.asyncio.tcp_server``.  ``install`` rebinds those
-names to subclasses overriding a few methods; nothing else changes.
+``hypercorn.protocol.h2`` and its wsproto connection from the name ``Connection`` in
+``hypercorn.protocol.ws_stream``.  ``install`` rebinds those names to subclasses
+overriding a few methods; :func:`~app.hypercorn_fixes.serve.serve` then serves
+connections with them (instead of ``hypercorn.asyncio.serve``).
 
 Fail safe: checked against Hypercorn 0.18.0 (with h11 0.16.0, wsproto 1.3.2).
 ``install`` first checks that the names, signatures and call sites relied on are
 still there (:mod:`~app.hypercorn_fixes.checks`); if any is not, it logs a warning
-naming what stays unprotected and changes nothing.
+naming what stays unprotected and changes nothing, and the caller serves with
+``hypercorn.asyncio.serve``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
-import hypercorn.asyncio.run
-import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
@@ -46,7 +46,6 @@ from app.hypercorn_fixes.checks import CHECKED_HYPERCORN, mismatches
 from app.hypercorn_fixes.frames import FrameLimitedConnection
 from app.hypercorn_fixes.http1 import LivefeedH11Protocol
 from app.hypercorn_fixes.http2 import LivefeedH2Protocol
-from app.hypercorn_fixes.lean import LeanTaskGroup, LeanTCPServer, LeanWorkerContext
 from app.hypercorn_fixes.websocket import LivefeedWSStream
 
 log = logging.getLogger(__name__)
@@ -58,9 +57,6 @@ REBOUND = (
     (hypercorn.protocol.h11, "WSStream", LivefeedWSStream),
     (hypercorn.protocol.h2, "WSStream", LivefeedWSStream),
     (hypercorn.protocol.ws_stream, "Connection", FrameLimitedConnection),
-    (hypercorn.asyncio.run, "TCPServer", LeanTCPServer),
-    (hypercorn.asyncio.run, "WorkerContext", LeanWorkerContext),
-    (hypercorn.asyncio.tcp_server, "TaskGroup", LeanTaskGroup),
 )
 
 
@@ -83,7 +79,8 @@ def install() -> bool:
             "silent h2c connections, Upgrade: h2c behind a proxy, WebSocket compression "
             "(a compression bomb can take memory), unfinished WebSocket closes, floods of "
             "tiny WebSocket frames and of HTTP/2 control frames, stalled clients' sockets; "
-            "idle streams keep asyncio's queues and events (3.7 KiB each)",
+            "each idle stream keeps a task, stream reader and writer, asyncio's queues "
+            "and events (about 8 KiB)",
             version,
             CHECKED_HYPERCORN,
             "; ".join(found),

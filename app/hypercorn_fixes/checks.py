@@ -11,16 +11,14 @@ import dataclasses
 import inspect
 from types import ModuleType
 
-import hypercorn.asyncio.run
 import hypercorn.asyncio.task_group
-import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
-from hypercorn.asyncio.task_group import TaskGroup
-from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.asyncio.worker_context import EventWrapper, WorkerContext
+import hypercorn.typing
+from hypercorn.asyncio.lifespan import Lifespan
+from hypercorn.asyncio.worker_context import AsyncioSingleTask, EventWrapper, WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Updated
 from hypercorn.protocol.h2 import H2Protocol
@@ -48,17 +46,19 @@ WS_METHODS = {
     "_send_wsproto_event": ["self", "event"],
     "app_send": ["self", "message"],
 }
-#: Every name Hypercorn's read loop uses: the lean server reads the same way without
-#: ``wait_for``, so any change to that loop (a name more or less) is a mismatch.
-READ_DATA_NAMES = {
-    "reader", "at_eof", "asyncio", "wait_for", "read", "MAX_RECV", "config", "read_timeout",
-    "protocol", "handle", "RawData", "ConnectionError", "OSError", "TimeoutError", "SSLError",
-    "Closed",
-}  # fmt: skip
-#: What Hypercorn builds each asyncio connection with (the lean server passes it on).
-TCP_SERVER_PARAMS = ["self", "app", "loop", "config", "context", "state", "reader", "writer"]
-#: What Hypercorn's task group runs a request with (the lean task group calls it too).
+#: What a connection builds Hypercorn's protocol with (app/hypercorn_fixes/connection.py).
+PROTOCOL_WRAPPER_PARAMS = [
+    "self", "app", "config", "context", "task_group", "state", "ssl", "client", "server",
+    "send", "alpn_protocol",
+]  # fmt: skip
+#: What Hypercorn's task group runs a request with (a connection's tasks call it too).
 HANDLE_PARAMS = ["app", "config", "scope", "receive", "send", "sync_spawn", "call_soon"]
+#: All that Hypercorn's protocols may ask of a connection's task group.
+TASK_GROUP_METHODS = {"spawn_app", "spawn"}
+#: The lifespan as app/hypercorn_fixes/serve.py runs it.
+LIFESPAN_PARAMS = ["self", "app", "config", "loop", "lifespan_state"]
+CONFIG_METHODS = ("create_sockets", "create_ssl_context")
+LIFESPAN_COROUTINES = ("handle_lifespan", "wait_for_startup", "wait_for_shutdown")
 #: Names a function's code must use: the call sites and lookups the fixes rely on.
 USES: list[tuple[object, str, tuple[str, ...]]] = [
     (H11Protocol, "_handle_events", ("_send_error_response", "_check_protocol")),
@@ -78,11 +78,7 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (Handshake, "accept", ("extensions", "server_extensions_handshake", "Connection")),
     (Connection, "__init__", ("_state", "_events", "deque", "receive_data")),
     (Connection, "events", ("_state", "REMOTE_CLOSING", "_events", "popleft")),
-    (TCPServer, "protocol_send", ("send_lock", "writer", "drain", "protocol")),
-    (TCPServer, "_close", ("writer", "wait_closed")),
-    (TCPServer, "run", ("TaskGroup", "_read_data")),
-    (TaskGroup, "spawn_app", ("Queue", "spawn", "_handle", "get", "put")),
-    (TaskGroup, "spawn", ("_task_group", "create_task")),
+    (AsyncioSingleTask, "restart", ("_task_group", "create_task")),
     (H11Protocol, "__init__", ("event_class",)),
     (H2Protocol, "__init__", ("event_class",)),
 ]
@@ -119,21 +115,30 @@ def mismatches() -> list[str]:
         *_coroutines(H11Protocol, H11_METHODS),
         *_coroutines(H2Protocol, H2_METHODS),
         *_coroutines(WSStream, WS_METHODS),
-        *_bound(hypercorn.asyncio.run, "TCPServer", TCPServer),
         *_coroutines(
-            TCPServer,
-            {"protocol_send": ["self", "event"], "_close": ["self"], "_read_data": ["self"]},
+            hypercorn.protocol.ProtocolWrapper, {"initiate": ["self"], "handle": ["self", "event"]}
         ),
-        *_bound(hypercorn.asyncio.run, "WorkerContext", WorkerContext),
-        *_bound(hypercorn.asyncio.tcp_server, "TaskGroup", TaskGroup),
-        *_coroutines(TaskGroup, {"spawn_app": ["self", "app", "config", "scope", "send"]}),
+        *_coroutines(
+            AsyncioSingleTask,
+            {"restart": ["self", "task_group", "action"], "stop": ["self"]},
+        ),
+        *_coroutines(
+            Lifespan,
+            {name: ["self"] for name in LIFESPAN_COROUTINES},
+        ),
         *_coroutines(EventWrapper, {name: ["self"] for name in ("set", "clear", "wait")}),
     ]
-    read_data = getattr(getattr(TCPServer, "_read_data", None), "__code__", None)
-    if read_data is None or set(read_data.co_names) != READ_DATA_NAMES:
-        found.append("TCPServer._read_data reads differently")
-    if _params(TCPServer.__init__) != TCP_SERVER_PARAMS:
-        found.append(f"TCPServer.__init__ does not take {TCP_SERVER_PARAMS}")
+    if _params(hypercorn.protocol.ProtocolWrapper.__init__) != PROTOCOL_WRAPPER_PARAMS:
+        found.append(f"ProtocolWrapper.__init__ does not take {PROTOCOL_WRAPPER_PARAMS}")
+    if _params(Lifespan.__init__) != LIFESPAN_PARAMS:
+        found.append(f"Lifespan.__init__ does not take {LIFESPAN_PARAMS}")
+    asked = {n for n in vars(hypercorn.typing.TaskGroup) if not n.startswith("_")}
+    if asked != TASK_GROUP_METHODS:
+        found.append(f"Hypercorn's task groups do {sorted(asked)}")
+    if getattr(WorkerContext, "single_task_class", None) is not AsyncioSingleTask:
+        found.append("WorkerContext.single_task_class is not AsyncioSingleTask")
+    if not all(callable(getattr(Config, n, None)) for n in CONFIG_METHODS):
+        found.append("Config no longer creates the sockets and the TLS context")
     handle = getattr(hypercorn.asyncio.task_group, "_handle", None)
     if not inspect.iscoroutinefunction(handle) or _params(handle) != HANDLE_PARAMS:
         found.append(f"hypercorn.asyncio.task_group._handle is not a coroutine of {HANDLE_PARAMS}")

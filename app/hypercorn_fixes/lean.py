@@ -5,9 +5,7 @@ every HTTP/1.1 connection an ``asyncio.Event`` (``can_read``).  Each creates
 its ``collections.deque`` objects when it is built, and an empty deque takes
 760 bytes: four for the queue, one for the event.  An open stream keeps both
 for its whole life while they hold nothing, so they were 3.7 KiB of the
-22 KiB an idle SSE connection cost (measured with ``tracemalloc``).  asyncio's
-stream protocol under each connection keeps one more, for writers waiting on a
-paused transport: :class:`LeanTCPServer` gives it a list.
+22 KiB an idle SSE connection cost (measured with ``tracemalloc``).
 
 The replacements keep the same contract (a bounded queue whose ``put`` waits
 while it is full; an event that wakes every waiter) and make their lists
@@ -17,20 +15,10 @@ only when something has to wait.  Only what Hypercorn calls is here.
 from __future__ import annotations
 
 import asyncio
-import collections
-from collections.abc import Awaitable, Callable, Coroutine
-from ssl import SSLError
 from typing import Any
 
-from hypercorn.asyncio.task_group import TaskGroup, _handle
-from hypercorn.asyncio.tcp_server import MAX_RECV
 from hypercorn.asyncio.worker_context import WorkerContext
-from hypercorn.config import Config
-from hypercorn.events import Closed, RawData
-from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
-
-from app.hypercorn_fixes.tcp import BoundedSendTCPServer
-from app.scope import DISCONNECT_NOTICE
+from hypercorn.typing import ASGIReceiveEvent
 
 
 def _wake_first(waiters: list[asyncio.Future[None]] | None) -> None:
@@ -155,75 +143,7 @@ class LeanEvent:
         await _wait_in(self._waiters)  # ``set`` wakes every one of them
 
 
-class LeanTaskGroup(TaskGroup):
-    """Hypercorn's connection task group, giving each request a :class:`LeanQueue`
-    (and an HTTP request the disconnect notice it offers)."""
-
-    async def spawn_app(
-        self,
-        app: AppWrapper,
-        config: Config,
-        scope: Scope,
-        send: Callable[[ASGISendEvent | None], Awaitable[None]],
-    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
-        queue = LeanQueue(config.max_app_queue_size)
-        if scope["type"] == "http":
-            extensions = scope.setdefault("extensions", {})
-            extensions[DISCONNECT_NOTICE] = {"notify": queue.notify_disconnect}
-        self.spawn(_handle, app, config, scope, queue.get, send, self._sync_spawn, self._call_soon)
-        return queue.put
-
-    def _sync_spawn(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking ``func`` in the default executor (ASGI ``sync_spawn``)."""
-        return self._loop.run_in_executor(None, func, *args)
-
-    def _call_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-        """From that executor's thread, run a coroutine on the loop and wait for it."""
-        return asyncio.run_coroutine_threadsafe(func(*args), self._loop).result()
-
-
 class LeanWorkerContext(WorkerContext):
     """Hypercorn's worker context, whose protocols make :class:`LeanEvent` events."""
 
     event_class = LeanEvent
-
-
-class LeanTCPServer(BoundedSendTCPServer):
-    """Hypercorn's asyncio connection (with bounded writes), whose stream protocol
-    keeps its drain waiters in a list, and whose reads wait in one frame less.
-
-    ``StreamReaderProtocol`` only appends to, removes from and iterates over its
-    ``_drain_waiters``, which a list does as well; an empty deque is 760 bytes,
-    an empty list 56.  Anything but an empty deque there is left as it is."""
-
-    def __init__(
-        self,
-        app: AppWrapper,
-        loop: asyncio.AbstractEventLoop,
-        config: Config,
-        context: WorkerContext,
-        state: dict[str, Any],
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        super().__init__(app, loop, config, context, state, reader, writer)
-        protocol = writer.transport.get_protocol()
-        waiters = getattr(protocol, "_drain_waiters", None)
-        if isinstance(waiters, collections.deque) and not waiters:
-            protocol._drain_waiters = []  # type: ignore[attr-defined]
-
-    async def _read_data(self) -> None:
-        """Hypercorn's read loop, reading without ``asyncio.wait_for`` when there is no
-        read timeout (Livefeed sets none: it would cut quiet streams).  With no
-        timeout ``wait_for`` only awaits the read, but its frame stays suspended
-        under every idle connection's reading task."""
-        if self.config.read_timeout is not None:
-            await super()._read_data()
-            return
-        while not self.reader.at_eof():
-            try:
-                data = await self.reader.read(MAX_RECV)
-            except (ConnectionError, OSError, SSLError):
-                break
-            await self.protocol.handle(RawData(data))
-        await self.protocol.handle(Closed())

@@ -1,0 +1,111 @@
+"""A connection as its transport's protocol (app/hypercorn_fixes/connection.py), on
+real loopback sockets with a small ASGI app: what it hands Hypercorn's protocol,
+how a write to a peer that does not read waits, and when it gives up.  Every server
+test runs on these connections too; here the waits are set up exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from app.hypercorn_fixes.connection import Connection, LivefeedConfig, OpenConnections
+from app.hypercorn_fixes.lean import LeanWorkerContext
+from app.hypercorn_fixes.serve import DirectASGI
+
+pytestmark = pytest.mark.asyncio
+
+CHUNK = 64 * 1024
+CHUNKS = 256  # 16 MiB: more than the kernel's and the transport's buffers hold
+
+
+@dataclass
+class Served:
+    """A listening server whose app answers ``GET /big`` with CHUNKS chunks."""
+
+    port: int
+    open: OpenConnections
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    connections: list[Connection] = field(default_factory=list)
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[Served]:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(CHUNKS):
+            await send({"type": "http.response.body", "body": b"x" * CHUNK, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        state.finished.set()
+
+    config = LivefeedConfig()
+    config.send_timeout_s = 0.5
+    open_connections = OpenConnections()
+    context = LeanWorkerContext(None)
+
+    def connection() -> Connection:
+        made = Connection(DirectASGI(app), config, context, {}, open_connections)
+        state.connections.append(made)
+        return made
+
+    server = await asyncio.get_running_loop().create_server(connection, "127.0.0.1", 0)
+    state = Served(server.sockets[0].getsockname()[1], open_connections)
+    try:
+        yield state
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def request(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+    return reader, writer
+
+
+async def test_a_write_to_a_peer_that_does_not_read_waits_and_goes_on_when_it_reads(
+    served: Served,
+) -> None:
+    served.connections.clear()
+    reader, writer = await request(served.port)
+    await asyncio.sleep(0.2)
+    assert not served.finished.is_set()  # the app waits in its send: the transport is full
+    (connection,) = served.connections
+    assert connection._paused and connection._drain_waiters
+    body = 0
+    while body < CHUNKS * CHUNK:
+        data = await asyncio.wait_for(reader.read(1 << 20), 5)
+        assert data, f"the connection ended after {body} bytes of the body"
+        body += data.count(b"x")  # neither the headers nor the chunk sizes have one
+    await asyncio.wait_for(served.finished.wait(), 5)
+    writer.close()
+    await asyncio.wait_for(served.open.all_closed(), 5)
+
+
+async def test_a_peer_that_takes_nothing_for_the_send_timeout_is_reset(served: Served) -> None:
+    reader, writer = await request(served.port)
+    await asyncio.wait_for(served.open.all_closed(), 5)  # 0.5 s without progress: aborted
+    assert served.finished.is_set()  # the app's sends returned once the connection closed
+    with pytest.raises(ConnectionResetError):
+        while await reader.read(1 << 20):
+            pass
+    writer.close()
+
+
+async def test_an_idle_connection_keeps_no_task(served: Served) -> None:
+    """Between bytes a connection is a protocol object: no task waits for it to read."""
+    served.connections.clear()
+    _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    await asyncio.sleep(0.1)
+    (connection,) = served.connections
+    gc.collect()
+    names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
+    assert connection._worker is None
+    assert not [n for n in names if "Connection." in n and "_idle" not in n], names
+    writer.close()
+    await asyncio.wait_for(served.open.all_closed(), 5)

@@ -5,6 +5,7 @@ sockets, a graceful shutdown), except that each connection is a protocol object
 rather than a task over a stream reader and writer (see
 :mod:`~app.hypercorn_fixes.connection`), and that the app is called directly, not
 through Hypercorn's ``ASGIWrapper`` frame, which every open request kept.
+Livefeed sets neither ``max_requests`` nor QUIC binds, and neither is served here.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from hypercorn.typing import (
 )
 from hypercorn.utils import parse_socket_addr
 
-from app.hypercorn_fixes.lean import LeanQueue
+from app.hypercorn_fixes.lean import LeanQueue, wait_in, wake_all
 from app.scope import DISCONNECT_NOTICE
 
 log = logging.getLogger("hypercorn.error")
@@ -350,24 +350,15 @@ class Connection(asyncio.Protocol):
     async def _drain(self) -> None:
         """Wait while the transport is paused (its buffer above the high-water mark)."""
         while self._paused and not self._lost:
-            waiter = asyncio.get_running_loop().create_future()
             if self._drain_waiters is None:
                 self._drain_waiters = []
-            self._drain_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                waiters = self._drain_waiters  # None once woken
-                if waiters is not None and waiter in waiters:
-                    waiters.remove(waiter)
+            await wait_in(self._drain_waiters)  # resume_writing wakes every writer
         if self._lost:
             raise ConnectionResetError("connection lost")
 
     def _wake_writers(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+        wake_all(waiters)
 
     async def _close(self) -> None:
         """Close gracefully if the peer takes the last bytes in time, else reset.

@@ -30,7 +30,14 @@ def _wake_first(waiters: list[asyncio.Future[None]] | None) -> None:
             return
 
 
-async def _wait_in(waiters: list[asyncio.Future[None]]) -> None:
+def wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
+    """Wake every waiter still waiting."""
+    for waiter in waiters or ():
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+async def wait_in(waiters: list[asyncio.Future[None]]) -> None:
     """Wait to be woken; if cancelled after being woken, pass the turn on."""
     waiter = asyncio.get_running_loop().create_future()
     waiters.append(waiter)
@@ -97,7 +104,7 @@ class LeanQueue:
                 break
             if self._putters is None:
                 self._putters = []
-            await _wait_in(self._putters)
+            await wait_in(self._putters)
         self._items.append(item)
         _wake_first(self._getters)
 
@@ -105,7 +112,7 @@ class LeanQueue:
         while not self._items:
             if self._getters is None:
                 self._getters = []
-            await _wait_in(self._getters)
+            await wait_in(self._getters)
         item = self._items.pop(0)
         _wake_first(self._putters)
         if self._items:  # a getter woken for an item another took: let it look again
@@ -128,9 +135,7 @@ class LeanEvent:
     async def set(self) -> None:
         self._set = True
         waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+        wake_all(waiters)
 
     async def clear(self) -> None:
         self._set = False
@@ -140,7 +145,7 @@ class LeanEvent:
             return
         if self._waiters is None:
             self._waiters = []
-        await _wait_in(self._waiters)  # ``set`` wakes every one of them
+        await wait_in(self._waiters)  # ``set`` wakes every one of them
 
 
 class LeanWorkerContext(WorkerContext):

@@ -106,6 +106,21 @@ async def test_an_idle_connection_keeps_no_task(served: Served) -> None:
     gc.collect()
     names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
     assert connection._worker is None
-    assert not [n for n in names if "Connection." in n and "_idle" not in n], names
+    assert connection._idle_timer is not None  # the keep-alive timeout is a timer
+    assert not [n for n in names if "Connection." in n], names
     writer.close()
     await asyncio.wait_for(served.open.all_closed(), 5)
+
+
+async def test_shutdown_closes_a_connection_waiting_between_requests(served: Served) -> None:
+    """Its keep-alive timer is not waited for: the peer sees the end at once."""
+    served.connections.clear()
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    await asyncio.sleep(0.1)
+    (connection,) = served.connections
+    assert connection._idle_timer is not None
+    served.open.close_idle()
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    await asyncio.wait_for(served.open.all_closed(), 2)
+    assert connection._idle_timer is None
+    writer.close()

@@ -5,7 +5,6 @@ tests/test_h2c.py."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from typing import Any
 
@@ -17,7 +16,7 @@ import hypercorn.protocol.ws_stream
 import hypercorn.typing
 import orjson
 import pytest
-from hypercorn.asyncio.worker_context import AsyncioSingleTask, WorkerContext
+from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h2 import H2Protocol
@@ -81,7 +80,7 @@ def _accept_without_extensions(self: Handshake, *args: object) -> None:
         "h2 stream rebound",
         "task group asked more",
         "protocol built differently",
-        "idle timer made elsewhere",
+        "idle signalled elsewhere",
     ],
 )
 def test_install_leaves_a_changed_hypercorn_alone(
@@ -102,8 +101,8 @@ def test_install_leaves_a_changed_hypercorn_alone(
         monkeypatch.setattr(hypercorn.typing, "TaskGroup", _TaskGroupAskedMore)
     elif change == "protocol built differently":
         monkeypatch.setattr(hypercorn.protocol.ProtocolWrapper, "__init__", _built_with_a_transport)
-    elif change == "idle timer made elsewhere":
-        monkeypatch.setattr(AsyncioSingleTask, "restart", _restarts_in_a_new_task)
+    elif change == "idle signalled elsewhere":
+        monkeypatch.setattr(H11Protocol, "_maybe_recycle", _recycles_without_saying_idle)
     else:
         monkeypatch.setattr(hypercorn.protocol.h2, "WSStream", type("Other", (WSStream,), {}))
     before = (hypercorn.protocol.H11Protocol, hypercorn.protocol.h2.WSStream)
@@ -117,9 +116,8 @@ def _built_with_a_transport(self: object, app: object, transport: object) -> Non
     """A protocol constructor that takes something else than Hypercorn 0.18.0's."""
 
 
-async def _restarts_in_a_new_task(self: object, task_group: object, action: Any) -> None:
-    """An idle timer that no longer asks the task group for its task."""
-    asyncio.get_running_loop().create_task(action())
+async def _recycles_without_saying_idle(self: object) -> None:
+    """A keep-alive cycle that no longer tells the connection it is idle."""
 
 
 def protocol(sent: list[Event]) -> LivefeedH11Protocol:
@@ -223,3 +221,4 @@ def test_a_websockets_pending_events_are_a_list_that_keeps_their_order() -> None
     assert events[:2] == [first, second]
     assert [type(event) for event in events[2:]] == [CloseConnection]
     assert not connection._events
+

@@ -18,7 +18,7 @@ import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
 import hypercorn.typing
 from hypercorn.asyncio.lifespan import Lifespan
-from hypercorn.asyncio.worker_context import AsyncioSingleTask, EventWrapper, WorkerContext
+from hypercorn.asyncio.worker_context import EventWrapper, WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Updated
 from hypercorn.protocol.h2 import H2Protocol
@@ -78,7 +78,10 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (Handshake, "accept", ("extensions", "server_extensions_handshake", "Connection")),
     (Connection, "__init__", ("_state", "_events", "deque", "receive_data")),
     (Connection, "events", ("_state", "REMOTE_CLOSING", "_events", "popleft")),
-    (AsyncioSingleTask, "restart", ("_task_group", "create_task")),
+    # The keep-alive timer runs between the protocol's Updated(idle=True) and its next
+    # Updated(idle=False), and a recycled connection sees that shutdown has begun.
+    (H11Protocol, "_maybe_recycle", ("terminated", "Updated")),
+    (H11Protocol, "_handle_events", ("Updated",)),
     (H11Protocol, "__init__", ("event_class",)),
     (H2Protocol, "__init__", ("event_class",)),
 ]
@@ -119,10 +122,6 @@ def mismatches() -> list[str]:
             hypercorn.protocol.ProtocolWrapper, {"initiate": ["self"], "handle": ["self", "event"]}
         ),
         *_coroutines(
-            AsyncioSingleTask,
-            {"restart": ["self", "task_group", "action"], "stop": ["self"]},
-        ),
-        *_coroutines(
             Lifespan,
             {name: ["self"] for name in LIFESPAN_COROUTINES},
         ),
@@ -135,8 +134,6 @@ def mismatches() -> list[str]:
     asked = {n for n in vars(hypercorn.typing.TaskGroup) if not n.startswith("_")}
     if asked != TASK_GROUP_METHODS:
         found.append(f"Hypercorn's task groups do {sorted(asked)}")
-    if getattr(WorkerContext, "single_task_class", None) is not AsyncioSingleTask:
-        found.append("WorkerContext.single_task_class is not AsyncioSingleTask")
     if not all(callable(getattr(Config, n, None)) for n in CONFIG_METHODS):
         found.append("Config no longer creates the sockets and the TLS context")
     handle = getattr(hypercorn.asyncio.task_group, "_handle", None)

@@ -90,6 +90,11 @@ class OpenConnections:
             self._empty = asyncio.get_running_loop().create_future()
             await self._empty
 
+    def close_idle(self) -> None:
+        """Close every connection waiting between requests (shutdown has begun)."""
+        for connection in list(self._open):
+            connection.close_if_idle()
+
     def abort(self) -> None:
         """Reset what is still open (shutdown waited long enough)."""
         for connection in list(self._open):
@@ -97,8 +102,8 @@ class OpenConnections:
 
 
 class ConnectionTasks:
-    """What Hypercorn's task group does for a connection (run each request, the
-    idle timer, HTTP/2's sender) without a task waiting on them: each request gets
+    """What Hypercorn's task group does for a connection (run each request and
+    HTTP/2's sender) without a task waiting on them: each request gets
     a :class:`~app.hypercorn_fixes.lean.LeanQueue` and an HTTP request the
     disconnect notice it offers (:data:`~app.scope.DISCONNECT_NOTICE`)."""
 
@@ -108,11 +113,6 @@ class ConnectionTasks:
         self._loop = loop
         self._tasks: set[asyncio.Task[Any]] = set()
         self._done: asyncio.Future[None] | None = None
-
-    @property
-    def _task_group(self) -> ConnectionTasks:
-        """Where Hypercorn's ``AsyncioSingleTask`` (the idle timer) makes its task."""
-        return self
 
     def create_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = self._loop.create_task(coroutine)
@@ -177,7 +177,7 @@ class Connection(asyncio.Protocol):
         "_context",
         "_drain_waiters",
         "_ended",
-        "_idle",
+        "_idle_timer",
         "_inbox",
         "_lost",
         "_open",
@@ -204,7 +204,7 @@ class Connection(asyncio.Protocol):
         self._state = state
         self._open = open_connections
         self._tasks = ConnectionTasks(asyncio.get_running_loop())
-        self._idle = context.single_task_class()
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._inbox: list[Event] = [_START]
         self._backlog = 0
         self._worker: asyncio.Task[None] | None = None
@@ -292,13 +292,13 @@ class Connection(asyncio.Protocol):
                 event = self._inbox.pop(0)
                 if event is _START:
                     await self.protocol.initiate()
-                    await self._idle.restart(self._tasks, self._idle_timeout)
+                    self._start_idle_timer()
                     continue
                 if isinstance(event, RawData):
                     self._read(len(event.data))
                 await self.protocol.handle(event)
                 if event is _CLOSED:
-                    await self._idle.stop()  # the keep-alive timer has nothing to wait for
+                    self._stop_idle_timer()  # the keep-alive timer has nothing to wait for
                     await self._tasks.finished()  # every request has ended
                     await self._close()
                     self._open.discard(self)
@@ -327,9 +327,9 @@ class Connection(asyncio.Protocol):
             await self._close()
         elif isinstance(event, Updated):
             if event.idle:
-                await self._idle.restart(self._tasks, self._idle_timeout)
+                self._start_idle_timer()
             else:
-                await self._idle.stop()
+                self._stop_idle_timer()
 
     async def _write(self, data: bytes) -> None:
         if self._lost or self.transport.is_closing():
@@ -374,7 +374,7 @@ class Connection(asyncio.Protocol):
             else:
                 await self._shut()
         await self._closed
-        await self._idle.stop()
+        self._stop_idle_timer()
 
     async def _shut(self) -> None:
         timeout = self._config.send_timeout_s
@@ -416,12 +416,33 @@ class Connection(asyncio.Protocol):
     def _queued(self) -> int:
         return self.transport.get_write_buffer_size() + _unsent(self.transport)
 
-    async def _idle_timeout(self) -> None:
-        """A connection between requests goes after the keep-alive timeout (or at
-        shutdown): it is closed as if the peer had left."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._config.keep_alive_timeout):
-                await self._context.terminated.wait()
+    # ---- the keep-alive timer ---------------------------------------------------------
+
+    def _start_idle_timer(self) -> None:
+        """Between requests the connection waits at most the keep-alive timeout, and
+        not at all once shutdown has begun.  A timer, not a task: Hypercorn's
+        ``AsyncioSingleTask`` made, cancelled and awaited a task around every request."""
+        self._stop_idle_timer()
+        if self._context.terminated.is_set():
+            self._put(_CLOSED)
+            return
+        self._idle_timer = asyncio.get_running_loop().call_later(
+            self._config.keep_alive_timeout, self._idle_expired
+        )
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def close_if_idle(self) -> None:
+        """Shutdown's call: a connection between requests is closed now."""
+        if self._idle_timer is not None:
+            self._idle_expired()
+
+    def _idle_expired(self) -> None:
+        """Closed as if the peer had left."""
+        self._idle_timer = None
         self._put(_CLOSED)
 
 

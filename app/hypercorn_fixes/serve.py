@@ -83,7 +83,8 @@ async def serve(
     try:
         await shutdown_trigger()
     finally:
-        await context.terminated.set()  # idle keep-alive connections close now
+        await context.terminated.set()  # no connection starts another request
+        open_connections.close_idle()
         for server in servers:
             server.close()
         try:

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypercorn.events import Closed
 
 from app.hypercorn_fixes.connection import Connection, LivefeedConfig, OpenConnections
 from app.hypercorn_fixes.lean import LeanWorkerContext
 from app.hypercorn_fixes.serve import DirectASGI
-
-pytestmark = pytest.mark.asyncio
 
 CHUNK = 64 * 1024
 CHUNKS = 256  # 16 MiB: more than the kernel's and the transport's buffers hold
@@ -68,6 +67,7 @@ async def request(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
     return reader, writer
 
 
+@pytest.mark.asyncio
 async def test_a_write_to_a_peer_that_does_not_read_waits_and_goes_on_when_it_reads(
     served: Served,
 ) -> None:
@@ -87,6 +87,7 @@ async def test_a_write_to_a_peer_that_does_not_read_waits_and_goes_on_when_it_re
     await asyncio.wait_for(served.open.all_closed(), 5)
 
 
+@pytest.mark.asyncio
 async def test_a_peer_that_takes_nothing_for_the_send_timeout_is_reset(served: Served) -> None:
     reader, writer = await request(served.port)
     await asyncio.wait_for(served.open.all_closed(), 5)  # 0.5 s without progress: aborted
@@ -97,12 +98,21 @@ async def test_a_peer_that_takes_nothing_for_the_send_timeout_is_reset(served: S
     writer.close()
 
 
-async def test_an_idle_connection_keeps_no_task(served: Served) -> None:
-    """Between bytes a connection is a protocol object: no task waits for it to read."""
+async def idle_connection(
+    served: Served,
+) -> tuple[Connection, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has sent nothing yet: waiting for its first request."""
     served.connections.clear()
-    _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
     await asyncio.sleep(0.1)
     (connection,) = served.connections
+    return connection, reader, writer
+
+
+@pytest.mark.asyncio
+async def test_an_idle_connection_keeps_no_task(served: Served) -> None:
+    """Between bytes a connection is a protocol object: no task waits for it to read."""
+    connection, _, writer = await idle_connection(served)
     gc.collect()
     names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
     assert connection._worker is None
@@ -112,15 +122,29 @@ async def test_an_idle_connection_keeps_no_task(served: Served) -> None:
     await asyncio.wait_for(served.open.all_closed(), 5)
 
 
+@pytest.mark.asyncio
 async def test_shutdown_closes_a_connection_waiting_between_requests(served: Served) -> None:
     """Its keep-alive timer is not waited for: the peer sees the end at once."""
-    served.connections.clear()
-    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
-    await asyncio.sleep(0.1)
-    (connection,) = served.connections
+    connection, reader, writer = await idle_connection(served)
     assert connection._idle_timer is not None
     served.open.close_idle()
     assert await asyncio.wait_for(reader.read(), 2) == b""
     await asyncio.wait_for(served.open.all_closed(), 2)
     assert connection._idle_timer is None
+    writer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_close_goes_on_when_the_task_that_asked_for_it_is_cancelled(
+    served: Served,
+) -> None:
+    """A request's task asks for the close, and its app may cancel it right after (Quart
+    does once it hears the request is over): the close still ends the connection."""
+    connection, _, writer = await idle_connection(served)
+    connection.transport.write(b"x" * (4 << 20))  # more than a peer that reads nothing takes
+    closing = asyncio.create_task(connection.protocol_send(Closed()))
+    await asyncio.sleep(0.1)
+    assert not closing.done()  # waiting for the peer to take the last bytes
+    closing.cancel()
+    await asyncio.wait_for(served.open.all_closed(), 5)  # reset after the 0.5 s send timeout
     writer.close()

@@ -183,6 +183,7 @@ class Connection(asyncio.Protocol):
         "_open",
         "_paused",
         "_reading_paused",
+        "_shutting",
         "_state",
         "_tasks",
         "_worker",
@@ -211,6 +212,7 @@ class Connection(asyncio.Protocol):
         self._paused = self._reading_paused = self._lost = self._ended = False
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._closed: asyncio.Future[None] | None = None
+        self._shutting: asyncio.Task[None] | None = None
 
     # ---- the transport's callbacks -----------------------------------------------
 
@@ -368,12 +370,16 @@ class Connection(asyncio.Protocol):
         minutes.  So wait while the peer takes what is queued; one that takes
         nothing for the send timeout gets a reset instead."""
         if self._closed is None:
-            self._closed = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._closed = loop.create_future()
             if self._lost:
                 self._closed.set_result(None)
             else:
-                await self._shut()
-        await self._closed
+                # A task of its own: the caller is often a request's task, which its app
+                # cancels once it hears the request is over (Quart does), and a close
+                # given up while it waits for the peer left the connection open for good.
+                self._shutting = loop.create_task(self._shut())
+        await asyncio.shield(self._closed)
         self._stop_idle_timer()
 
     async def _shut(self) -> None:

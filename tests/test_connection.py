@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.handlers import format_date_time
 
 import pytest
 import pytest_asyncio
@@ -132,6 +134,21 @@ async def test_shutdown_closes_a_connection_waiting_between_requests(served: Ser
     await asyncio.wait_for(served.open.all_closed(), 2)
     assert connection._idle_timer is None
     writer.close()
+
+
+def test_every_response_has_one_date_header_of_the_current_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = LivefeedConfig()
+    now = [1_780_000_000.2]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    headers = config.response_headers("h11")
+    assert [n for n, _ in headers].count(b"date") == 1 and (b"server", b"hypercorn-h11") in headers
+    assert dict(headers)[b"date"] == format_date_time(1_780_000_000).encode()
+    now[0] += 0.7  # same second: the formatted value is reused
+    assert dict(config.response_headers("h11"))[b"date"] == format_date_time(1_780_000_000).encode()
+    now[0] += 0.2
+    assert dict(config.response_headers("h11"))[b"date"] == format_date_time(1_780_000_001).encode()
 
 
 @pytest.mark.asyncio

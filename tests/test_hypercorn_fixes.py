@@ -81,6 +81,7 @@ def _accept_without_extensions(self: Handshake, *args: object) -> None:
         "task group asked more",
         "protocol built differently",
         "idle signalled elsewhere",
+        "date header option renamed",
     ],
 )
 def test_install_leaves_a_changed_hypercorn_alone(
@@ -101,6 +102,8 @@ def test_install_leaves_a_changed_hypercorn_alone(
         monkeypatch.setattr(hypercorn.typing, "TaskGroup", _TaskGroupAskedMore)
     elif change == "protocol built differently":
         monkeypatch.setattr(hypercorn.protocol.ProtocolWrapper, "__init__", _built_with_a_transport)
+    elif change == "date header option renamed":
+        monkeypatch.delattr(Config, "include_date_header")
     elif change == "idle signalled elsewhere":
         monkeypatch.setattr(H11Protocol, "_maybe_recycle", _recycles_without_saying_idle)
     else:

@@ -57,7 +57,7 @@ HANDLE_PARAMS = ["app", "config", "scope", "receive", "send", "sync_spawn", "cal
 TASK_GROUP_METHODS = {"spawn_app", "spawn"}
 #: The lifespan as app/hypercorn_fixes/serve.py runs it.
 LIFESPAN_PARAMS = ["self", "app", "config", "loop", "lifespan_state"]
-CONFIG_METHODS = ("create_sockets", "create_ssl_context")
+CONFIG_METHODS = ("create_sockets", "create_ssl_context", "response_headers")
 LIFESPAN_COROUTINES = ("handle_lifespan", "wait_for_startup", "wait_for_shutdown")
 #: Names a function's code must use: the call sites and lookups the fixes rely on.
 USES: list[tuple[object, str, tuple[str, ...]]] = [
@@ -135,7 +135,9 @@ def mismatches() -> list[str]:
     if asked != TASK_GROUP_METHODS:
         found.append(f"Hypercorn's task groups do {sorted(asked)}")
     if not all(callable(getattr(Config, n, None)) for n in CONFIG_METHODS):
-        found.append("Config no longer creates the sockets and the TLS context")
+        found.append("Config no longer creates the sockets, the TLS context and its headers")
+    if not isinstance(getattr(Config, "include_date_header", None), bool):
+        found.append("Config.include_date_header is gone (the Date header would be sent twice)")
     handle = getattr(hypercorn.asyncio.task_group, "_handle", None)
     if not inspect.iscoroutinefunction(handle) or _params(handle) != HANDLE_PARAMS:
         found.append(f"hypercorn.asyncio.task_group._handle is not a coroutine of {HANDLE_PARAMS}")

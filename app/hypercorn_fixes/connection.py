@@ -26,8 +26,10 @@ import logging
 import socket
 import struct
 import termios
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
+from wsgiref.handlers import format_date_time
 
 from hypercorn.asyncio.task_group import _handle
 from hypercorn.asyncio.tcp_server import MAX_RECV
@@ -60,9 +62,18 @@ _CLOSED = Closed()
 
 
 class LivefeedConfig(Config):
-    """Hypercorn's config plus the bound on a write that cannot drain."""
+    """Hypercorn's config plus the bound on a write that cannot drain, and a ``Date``
+    header formatted once a second rather than for every response (its resolution)."""
 
     send_timeout_s: float | None = None
+    include_date_header = False  # Hypercorn's own: added below instead
+    _date: tuple[int, bytes] = (0, b"")
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, format_date_time(now).encode("ascii"))
+        return [(b"date", self._date[1]), *super().response_headers(protocol)]
 
 
 class OpenConnections:

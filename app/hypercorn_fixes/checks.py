@@ -13,6 +13,7 @@ from types import ModuleType
 
 import hypercorn.asyncio.task_group
 import hypercorn.protocol
+import hypercorn.protocol.events
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
@@ -22,18 +23,27 @@ from hypercorn.asyncio.worker_context import EventWrapper, WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Updated
 from hypercorn.protocol.h2 import H2Protocol
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.h11 import H2ProtocolAssumedError, H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import Handshake, WSStream
 from wsproto.connection import Connection, ConnectionState
 
 CHECKED_HYPERCORN = "0.18.0"
 
 #: Private coroutines overridden or called, with their parameters.
-H11_METHODS = {
-    "_send_error_response": ["self", "status_code"],
-    "_check_protocol": ["self", "event"],
-    "_send_h11_event": ["self", "event"],
-    "_handle_events": ["self"],
+#: How Hypercorn builds an HTTP/1.1 request's stream (app/hypercorn_fixes/http1.py too).
+STREAM_PARAMS = [
+    "self", "app", "config", "context", "task_group", "ssl", "client", "server", "send",
+    "stream_id",
+]  # fmt: skip
+#: The stream events app/hypercorn_fixes/http1.py makes and reads, with their fields.
+STREAM_EVENTS = {
+    "Request": ["stream_id", "headers", "http_version", "method", "raw_path", "state"],
+    "Body": ["stream_id", "data"],
+    "EndBody": ["stream_id"],
+    "Data": ["stream_id", "data"],
+    "Response": ["stream_id", "headers", "status_code"],
+    "StreamClosed": ["stream_id"],
 }
 H2_METHODS = {
     "_handle_events": ["self", "events"],
@@ -61,9 +71,6 @@ CONFIG_METHODS = ("create_sockets", "create_ssl_context", "response_headers")
 LIFESPAN_COROUTINES = ("handle_lifespan", "wait_for_startup", "wait_for_shutdown")
 #: Names a function's code must use: the call sites and lookups the fixes rely on.
 USES: list[tuple[object, str, tuple[str, ...]]] = [
-    (H11Protocol, "_handle_events", ("_send_error_response", "_check_protocol")),
-    (H11Protocol, "_handle_events", ("RemoteProtocolError",)),
-    (H11Protocol, "_create_stream", ("WSStream",)),
     (H2Protocol, "_create_stream", ("WSStream",)),
     (H2Protocol, "handle", ("receive_data", "_handle_events")),
     (H2Protocol, "_flush", ("data_to_send",)),
@@ -78,11 +85,10 @@ USES: list[tuple[object, str, tuple[str, ...]]] = [
     (Handshake, "accept", ("extensions", "server_extensions_handshake", "Connection")),
     (Connection, "__init__", ("_state", "_events", "deque", "receive_data")),
     (Connection, "events", ("_state", "REMOTE_CLOSING", "_events", "popleft")),
-    # The keep-alive timer runs between the protocol's Updated(idle=True) and its next
-    # Updated(idle=False), and a recycled connection sees that shutdown has begun.
-    (H11Protocol, "_maybe_recycle", ("terminated", "Updated")),
-    (H11Protocol, "_handle_events", ("Updated",)),
-    (H11Protocol, "__init__", ("event_class",)),
+    # HTTP/2 signals idleness as HTTP/1.1 does (the connection's keep-alive timer).
+    (H2Protocol, "_handle_events", ("Updated",)),
+    (HTTPStream, "app_send", ("Response", "Body", "_send_closed")),
+    (HTTPStream, "_send_closed", ("EndBody", "StreamClosed")),
     (H2Protocol, "__init__", ("event_class",)),
 ]
 
@@ -97,6 +103,23 @@ def _coroutines(owner: type, expected: dict[str, list[str]]) -> list[str]:
         method = getattr(owner, name, None)
         if not inspect.iscoroutinefunction(method) or _params(method) != params:
             found.append(f"{owner.__name__}.{name} is not a coroutine of {params}")
+    return found
+
+
+def _stream_events() -> list[str]:
+    found = []
+    for name, fields in STREAM_EVENTS.items():
+        event = getattr(hypercorn.protocol.events, name, None)
+        kept = dataclasses.fields(event) if dataclasses.is_dataclass(event) else ()
+        if [f.name for f in kept] != fields:
+            found.append(f"hypercorn.protocol.events.{name} is not {name}({', '.join(fields)})")
+    for stream in (HTTPStream, WSStream):
+        if _params(stream.__init__) != STREAM_PARAMS:
+            found.append(f"{stream.__name__}.__init__ does not take {STREAM_PARAMS}")
+    if _params(H2ProtocolAssumedError.__init__) != ["self", "data"]:
+        found.append("H2ProtocolAssumedError does not carry the bytes read")
+    if not isinstance(getattr(Config, "keep_alive_max_requests", None), int):
+        found.append("Config.keep_alive_max_requests is gone")
     return found
 
 
@@ -115,7 +138,7 @@ def mismatches() -> list[str]:
         *_bound(hypercorn.protocol.h2, "WSStream", WSStream),
         *_bound(hypercorn.protocol.ws_stream, "Handshake", Handshake),
         *_bound(hypercorn.protocol.ws_stream, "Connection", Connection),
-        *_coroutines(H11Protocol, H11_METHODS),
+        *_stream_events(),
         *_coroutines(H2Protocol, H2_METHODS),
         *_coroutines(WSStream, WS_METHODS),
         *_coroutines(

@@ -190,9 +190,9 @@ class Http1Protocol:
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, RawData):
-            if self._upgraded:
-                if self.stream is not None:
-                    await self.stream.handle(Data(stream_id=STREAM_ID, data=event.data))
+            if self._upgraded:  # after the upgrade request, which may still be queued
+                self._parsed.append(Data(stream_id=STREAM_ID, data=event.data))
+                await self._dispatch()
                 return
             if self._reading_done:
                 return

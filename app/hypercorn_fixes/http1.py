@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from itertools import chain
@@ -135,7 +134,17 @@ class Http1Protocol:
     """One HTTP/1.1 connection: llhttp parses, Hypercorn's streams run each request.
 
     Hypercorn's ``ProtocolWrapper`` builds it (as ``H11Protocol``) and hands it what
-    arrives; its streams call :meth:`stream_send` with their response events."""
+    arrives; its streams call :meth:`stream_send` with their response events.  Every
+    open stream keeps one, so it has slots and makes no deque (760 bytes empty)."""
+
+    __slots__ = (
+        "_chunked", "_closed", "_first_bytes", "_head_began", "_head_carried",
+        "_head_request", "_head_sender", "_head_size", "_headers", "_held_head", "_http_10",
+        "_in_body", "_in_head", "_keep_alive", "_length", "_our_done", "_parsed", "_parser",
+        "_reading_done", "_refusal", "_response_started", "_started", "_their_done",
+        "_upgraded", "_url", "app", "can_read", "client", "config", "connection_state",
+        "context", "keep_alive_requests", "send", "server", "ssl", "stream", "task_group",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -162,7 +171,7 @@ class Http1Protocol:
         self.keep_alive_requests = 0
         self.can_read = context.event_class()
         self._parser = httptools.HttpRequestParser(self)
-        self._parsed: deque[Request | Body | EndBody | Data | Refusal] = deque()
+        self._parsed: list[Request | Body | EndBody | Data | Refusal] = []
         self._refusal: Refusal | None = None  # raised by a callback below
         self._first_bytes = b""  # until it is clear whether they are HTTP/2's preface
         self._started = False
@@ -316,7 +325,7 @@ class Http1Protocol:
             if starts_anew and self._closed:
                 self._parsed.clear()  # the last answer closed the connection
                 return
-            self._parsed.popleft()
+            del self._parsed[0]
             if isinstance(item, Refusal):
                 self._parsed.clear()
                 await self._answer_refusal(item)

@@ -36,15 +36,20 @@ LISTEN_FD_ENV = "LIVEFEED_LISTEN_FD"  # the listening socket a worker inherits
 WAKE_DIR_ENV = "LIVEFEED_WAKE_DIR"  # where a worker nudges its siblings (Settings.wake_dir)
 
 
-def listening_socket(settings: Settings) -> socket.socket:
-    """Bind and listen once, here rather than in Hypercorn, so the port is known
-    before serving: with port 0 the kernel picks a free one and nobody can take
-    it between choosing and binding.  Workers share this one socket."""
+def listening_socket(
+    settings: Settings, port: int | None = None, *, balanced: bool = False
+) -> socket.socket:
+    """Bind and listen, here rather than in Hypercorn, so the port is known before
+    serving: with port 0 the kernel picks a free one and nobody can take it between
+    choosing and binding.  ``balanced`` sockets (one per worker, on ``port``) share
+    the port with SO_REUSEPORT, and the kernel spreads new connections over them."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if balanced:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((settings.host, settings.port))
+    sock.bind((settings.host, settings.port if port is None else port))
     sock.listen(BACKLOG)
     return sock
 

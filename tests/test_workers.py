@@ -170,3 +170,26 @@ def test_separate_servers_on_one_file_see_each_others_events_through_the_poll(
         first.kill()
         second.kill()
     assert received == [[1, 2], [1, 2]]
+
+
+def test_bursts_of_new_connections_spread_over_the_workers(start_server):
+    """Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads
+    connections by address; on one shared socket, the worker that woke first took
+    nearly every connection of a burst (199 of 200 opened four at a time)."""
+    server: ServerProcess = start_server(LIVEFEED_WORKERS="2")
+    assert len(every_worker_answers(server.url, 2)) == 2  # both are up
+
+    async def nodes_of_bursts() -> list[str]:
+        async def one() -> str:
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                return (await client.get("/api/stats")).json()["node"]
+
+        taken: list[str] = []
+        for _ in range(25):
+            taken += await asyncio.gather(*(one() for _ in range(4)))
+        return taken
+
+    taken = asyncio.run(nodes_of_bursts())
+    counts = sorted(taken.count(node) for node in set(taken))
+    assert len(counts) == 2 and counts[0] >= 25, counts  # 50 / 50 expected of 100
+    assert server.stop() == 0

@@ -380,7 +380,7 @@ class Http1Protocol:
                 body, headers = b"", [(b"content-length", b"0")]
             else:
                 headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]
-            headers.append((b"connection", b"close"))
+            headers += [(b"connection", b"close"), *self.config.response_headers("h11")]
             await self._write(self._status_line(refusal.status, headers) + body)
         self._closed = True
         await self._close_stream()

@@ -30,7 +30,6 @@ from wsproto.connection import Connection, ConnectionState
 
 CHECKED_HYPERCORN = "0.18.0"
 
-#: Private coroutines overridden or called, with their parameters.
 #: How Hypercorn builds an HTTP/1.1 request's stream (app/hypercorn_fixes/http1.py too).
 STREAM_PARAMS = [
     "self", "app", "config", "context", "task_group", "ssl", "client", "server", "send",
@@ -45,6 +44,7 @@ STREAM_EVENTS = {
     "Response": ["stream_id", "headers", "status_code"],
     "StreamClosed": ["stream_id"],
 }
+#: Private coroutines overridden or called, with their parameters.
 H2_METHODS = {
     "_handle_events": ["self", "events"],
     "_flush": ["self"],

@@ -52,8 +52,6 @@ from hypercorn.protocol.events import (
     Body,
     Data,
     EndBody,
-    EndData,
-    InformationalResponse,
     Request,
     Response,
     StreamClosed,
@@ -370,7 +368,7 @@ class Http1Protocol:
         )
 
     async def _answer_refusal(self, refusal: Refusal) -> None:
-        """The JSON error (Hypercorn's plain one if that cannot be built), then close."""
+        """The JSON error (an empty body if that cannot be built), then close."""
         if not self._response_started:
             self._our_done = self._response_started = True
             try:
@@ -411,8 +409,7 @@ class Http1Protocol:
             await self._write(event.data)
         elif isinstance(event, StreamClosed):
             await self._maybe_recycle()
-        elif not isinstance(event, InformationalResponse | EndData):
-            pass  # trailers and pushes have no HTTP/1.1 form here (as under h11)
+        # Early hints, EndData, trailers and pushes have no HTTP/1.1 form here (as under h11).
 
     def _response_head(self, response: Response) -> bytes:
         status = response.status_code
@@ -428,7 +425,7 @@ class Http1Protocol:
                 headers.append((b"transfer-encoding", b"chunked"))
         else:
             self._keep_alive = False  # HTTP/1.0: the body ends where the connection does
-        if any(n.lower() == b"connection" and b"close" in v.lower() for n, v in headers):
+        if _asks_to_close(headers):
             self._keep_alive = False
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             self._keep_alive = False
@@ -527,8 +524,11 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """Every ``Connection`` header's options, lower-cased."""
-    return {t.strip() for n, v in headers if n == b"connection" for t in v.lower().split(b",")}
+    """Every ``Connection`` header's options, lower-cased (a request's names are
+    lower-case already; an application's response may not be)."""
+    return {
+        t.strip() for n, v in headers if n.lower() == b"connection" for t in v.lower().split(b",")
+    }
 
 
 def _asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
